@@ -1,0 +1,162 @@
+# shellcheck shell=bash disable=SC2034
+# (SC2034 off: the globals set here are read by bench/run.sh.)
+# Helpers for bench/run.sh: logging, process control, /proc sampling, ports,
+# and the wrk runner/parser. Sourced, never executed.
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- processes we started -------------------------------------------------
+# Every background process the harness starts goes through spawn(); cleanup
+# stops exactly those PIDs (and their descendants), nothing found by name.
+declare -A LIVE_PIDS=()
+
+# spawn CPU LOGFILE CMD... -> SPAWNED_PID (CMD pinned to CPU via taskset, which execs it)
+spawn() {
+  local cpu=$1 logf=$2
+  shift 2
+  taskset -c "$cpu" "$@" >>"$logf" 2>&1 &
+  SPAWNED_PID=$!
+  LIVE_PIDS[$SPAWNED_PID]=1
+}
+
+# alive PID: true while PID exists and is not a zombie
+alive() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  s=${s##*) }
+  [[ ${s%% *} != Z ]]
+}
+
+# tree_pids PID: PID and all its live descendants (nginx: master + worker)
+tree_pids() {
+  local c
+  echo "$1"
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
+}
+
+# stop_pid PID: SIGTERM the process, wait up to 5 s, then SIGKILL it and any
+# descendant that outlived it. Reaps it (it is our child).
+stop_pid() {
+  local pid=$1 i kids
+  kids=$(tree_pids "$pid" | tail -n +2 | tr '\n' ' ')
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  for i in $kids; do
+    if alive "$i"; then kill -KILL "$i" 2>/dev/null || true; fi
+  done
+  unset "LIVE_PIDS[$pid]"
+  return 0
+}
+
+stop_all() {
+  local pid
+  for pid in "${!LIVE_PIDS[@]}"; do stop_pid "$pid"; done
+}
+
+# --- /proc sampling ----------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: utime+stime (clock ticks, all threads) summed over PID's tree
+cpu_ticks() {
+  local p s total=0 f
+  for p in $(tree_pids "$1"); do
+    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    s=${s##*) }
+    read -r -a f <<<"$s"
+    # f[0] is field 3 (state); utime is field 14, stime field 15
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+# proc_status_sum PID FIELD: a numeric /proc/PID/status field (VmRSS in KiB,
+# Threads) summed over PID's tree
+proc_status_sum() {
+  local p total=0 v
+  for p in $(tree_pids "$1"); do
+    v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null) || true
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+# runq_ns PID: nanoseconds PID's threads (whole tree) spent runnable but waiting
+# for a CPU (field 2 of /proc/PID/task/TID/schedstat): how much other load
+# on the machine held the process back
+runq_ns() {
+  local p f total=0 a
+  for p in $(tree_pids "$1"); do
+    for f in /proc/"$p"/task/*/schedstat; do
+      read -r -a a <"$f" 2>/dev/null || continue
+      total=$((total + a[1]))
+    done
+  done
+  echo "$total"
+}
+
+# origin_accepts: connections the origin nginx has accepted so far (stub_status)
+origin_accepts() {
+  curl -s --max-time 2 "http://127.0.0.1:$UPSTREAM_PORT/nginx_status" | awk 'NR == 3 {print $1}'
+}
+
+# --- ports -------------------------------------------------------------------
+declare -A USED_PORTS=()
+# free_port: a random 127.0.0.1 port nobody listens on and we have not handed out
+free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    [[ -n ${USED_PORTS[$p]:-} ]] && continue
+    if [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]]; then
+      USED_PORTS[$p]=1
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# wait_port PORT PID [SECONDS]: until PORT accepts connections; fails if PID dies
+wait_port() {
+  local port=$1 pid=$2 i
+  for ((i = 0; i < ${3:-10} * 20; i++)); do
+    alive "$pid" || return 1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+# --- load generation ---------------------------------------------------------
+# run_wrk SECONDS URL OUTFILE: wrk pinned to LOAD_CPU
+run_wrk() {
+  taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" \
+    --latency "$2" >"$3" 2>&1 || true
+}
+
+# parse_wrk FILE -> "requests rps p50_ms p99_ms socket_errors non2xx"
+parse_wrk() {
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) return v / 1000
+      if (v ~ /ms$/) return v + 0
+      if (v ~ /s$/) return v * 1000
+      return v + 0
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    / requests in / { req = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ *Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { non = $NF }
+    END { printf "%d %.1f %.3f %.3f %d %d\n", req, rps, p50, p99, err, non }
+  ' "$1"
+}

@@ -1,0 +1,182 @@
+# shellcheck shell=bash disable=SC2034
+# (SC2034 off: the globals set here are read by bench/run.sh.)
+# The origin and the proxies under test. Sourced by bench/run.sh.
+#
+# Each proxy NAME provides:
+#   proxy_available_NAME          -> 0 if it can run here (else prints why, returns 1)
+#   proxy_start_NAME MODE PORT    -> starts it listening on 127.0.0.1:PORT; sets PROXY_PID,
+#                                    PROXY_PORT, PROXY_DIR (config + logs); returns 2 if it
+#                                    does not support MODE (the run is recorded as skipped)
+# MODE is "plain" (HTTP/1.1) or "tls" (TLS termination, cert $CERT/$KEY). To add a
+# mode (h2c, policy chain, 10k routes, ...), add a case to each start function.
+# Globals used: WORK (temp dir), UPSTREAM_PORT, PROXY_CPU, LOAD_CPU, CERT, KEY, CERT_BUNDLE.
+
+NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
+HAPROXY_BIN=${HAPROXY_BIN:-$(command -v haproxy || echo /usr/sbin/haproxy)}
+BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+
+# nginx's master drops to "nobody" for workers when root; our temp dir is 0700.
+nginx_user_line() { if ((EUID == 0)); then echo "user root;"; fi; }
+
+# nginx_run DIR CPU: start DIR/nginx.conf in the foreground pinned to CPU; sets SPAWNED_PID
+nginx_run() {
+  local dir=$1
+  mkdir -p "$dir/logs"
+  spawn "$2" "$dir/stdout.log" "$NGINX_BIN" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf"
+}
+
+# --- the origin: Debian nginx, 1 worker, fixed bodies, pinned with the load generator
+start_upstream() {
+  local dir=$WORK/upstream
+  mkdir -p "$dir/www"
+  UPSTREAM_PORT=$(free_port)
+  head -c 16384 /dev/zero | tr '\0' 'b' >"$dir/www/16k"
+  cat >"$dir/nginx.conf" <<EOF
+$(nginx_user_line)
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        # 100 bytes. 16 KiB is too long for an nginx config token, so /16k is a
+        # static file served from the open-file cache.
+        location = /100b { return 200 "$(printf 'a%.0s' {1..100})"; }
+        location = /16k { root $dir/www; etag off; open_file_cache max=16 inactive=1h; open_file_cache_valid 1h; }
+        location = /nginx_status { stub_status; }
+    }
+}
+EOF
+  nginx_run "$dir" "$LOAD_CPU"
+  UPSTREAM_PID=$SPAWNED_PID
+  wait_port "$UPSTREAM_PORT" "$UPSTREAM_PID" || die "origin nginx did not start: $(tail -5 "$dir/logs/error.log")"
+}
+
+# --- direct: no proxy, wrk straight at the origin (baseline; plain mode only)
+proxy_available_direct() { return 0; }
+proxy_start_direct() {
+  [[ $1 == plain ]] || return 2
+  PROXY_PID="" PROXY_DIR=""
+  PROXY_PORT=$UPSTREAM_PORT
+}
+
+# --- nginx as reverse proxy
+proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; return 1; }; }
+proxy_start_nginx() {
+  local mode=$1 port=$2 dir listen
+  dir=$WORK/nginx-$mode-$port
+  mkdir -p "$dir"
+  PROXY_DIR=$dir
+  case $mode in
+    plain) listen="listen 127.0.0.1:$port backlog=4096;" ;;
+    tls) listen="listen 127.0.0.1:$port ssl backlog=4096;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;" ;;
+    *) return 2 ;;
+  esac
+  cat >"$dir/nginx.conf" <<EOF
+$(nginx_user_line)
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    upstream origin {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        $listen
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+  nginx_run "$dir" "$PROXY_CPU"
+  PROXY_PID=$SPAWNED_PID
+  PROXY_PORT=$port
+}
+
+# --- HAProxy, one thread
+proxy_available_haproxy() { [[ -x $HAPROXY_BIN ]] || { echo "haproxy not found" >&2; return 1; }; }
+proxy_start_haproxy() {
+  local mode=$1 port=$2 dir bind
+  dir=$WORK/haproxy-$mode-$port
+  mkdir -p "$dir"
+  PROXY_DIR=$dir
+  case $mode in
+    plain) bind="bind 127.0.0.1:$port" ;;
+    tls) bind="bind 127.0.0.1:$port ssl crt $CERT_BUNDLE alpn http/1.1" ;;
+    *) return 2 ;;
+  esac
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend fe
+    $bind
+    default_backend origin
+backend origin
+    http-reuse always
+    server s1 127.0.0.1:$UPSTREAM_PORT
+EOF
+  spawn "$PROXY_CPU" "$dir/haproxy.log" "$HAPROXY_BIN" -db -f "$dir/haproxy.cfg"
+  PROXY_PID=$SPAWNED_PID
+  PROXY_PORT=$port
+}
+
+# --- Gatehouse, one worker; config rendered from bench/gatehouse-MODE.yaml
+proxy_available_gatehouse() {
+  [[ -x $GATEHOUSE_BIN ]] || { echo "gatehouse binary not found at $GATEHOUSE_BIN (set GATEHOUSE_BIN or CARGO_TARGET_DIR)" >&2; return 1; }
+}
+proxy_start_gatehouse() {
+  local mode=$1 port=$2 dir tmpl
+  case $mode in
+    plain) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
+    tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;;
+    *) return 2 ;;
+  esac
+  dir=$WORK/gatehouse-$mode-$port
+  mkdir -p "$dir"
+  PROXY_DIR=$dir
+  sed -e "s|@LISTEN_PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
+    -e "s|@CERT@|${CERT:-}|g" -e "s|@KEY@|${KEY:-}|g" "$tmpl" >"$dir/gatehouse.yaml"
+  if ! "$GATEHOUSE_BIN" check -c "$dir/gatehouse.yaml" >"$dir/check.log" 2>&1; then
+    echo "gatehouse check rejected $dir/gatehouse.yaml:" >&2
+    cat "$dir/check.log" >&2
+    return 1
+  fi
+  spawn "$PROXY_CPU" "$dir/gatehouse.log" "$GATEHOUSE_BIN" run -c "$dir/gatehouse.yaml"
+  PROXY_PID=$SPAWNED_PID
+  PROXY_PORT=$port
+}
+
+# make_cert: self-signed ECDSA P-256 for 127.0.0.1/localhost (TLS scenarios)
+make_cert() {
+  CERT=$WORK/cert.pem KEY=$WORK/key.pem CERT_BUNDLE=$WORK/bundle.pem
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
+  cat "$CERT" "$KEY" >"$CERT_BUNDLE"
+}

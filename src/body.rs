@@ -1,0 +1,148 @@
+//! Body types that flow through the proxy without boxing.
+//!
+//! `ResponseBody` is what the client receives: a fixed body the gateway wrote, or the backend's
+//! body streamed through. It carries the request's [`RequestTail`], whose drop writes the access
+//! log line once the last byte has gone out (or the client went away), as Apache does.
+//! `UpstreamBody` is what the backend receives: nothing, or the client's body streamed through a
+//! byte counter that enforces `edge.limits.body_bytes`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::observe::RequestTail;
+
+/// Errors a proxied body can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+pin_project_lite::pin_project! {
+    /// The response body sent to the client.
+    pub struct ResponseBody {
+        #[pin]
+        inner: Inner,
+        tail: Option<RequestTail>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = InnerProj]
+    enum Inner {
+        Full { data: Option<Bytes> },
+        Upstream { #[pin] body: Incoming },
+    }
+}
+
+impl ResponseBody {
+    pub fn full(data: Bytes) -> Self {
+        ResponseBody { inner: Inner::Full { data: if data.is_empty() { None } else { Some(data) } }, tail: None }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody { inner: Inner::Full { data: None }, tail: None }
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        ResponseBody { inner: Inner::Upstream { body }, tail: None }
+    }
+
+    /// Attaches the per-request tail; it is finished when this body is dropped.
+    pub fn set_tail(&mut self, tail: RequestTail) {
+        self.tail = Some(tail);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = match this.inner.project() {
+            InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            InnerProj::Upstream { body } => body.poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(tail)) = (&polled, this.tail.as_mut()) {
+            if let Some(d) = frame.data_ref() {
+                tail.bytes_sent += d.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full { data } => data.is_none(),
+            Inner::Upstream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Upstream { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The request body sent to a backend.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Option<Incoming>,
+        seen: u64,
+        limit: u64,
+    }
+}
+
+impl UpstreamBody {
+    pub fn empty() -> Self {
+        UpstreamBody { inner: None, seen: 0, limit: 0 }
+    }
+
+    pub fn streaming(body: Incoming, limit: u64) -> Self {
+        UpstreamBody { inner: Some(body), seen: 0, limit }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let Some(body) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    *this.seen += d.len() as u64;
+                    if *this.seen > *this.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *this.limit })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}

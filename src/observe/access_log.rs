@@ -1,0 +1,880 @@
+//! The gateway's access log.
+//!
+//! One line per finished request, in Apache `common`, `combined` (the default), any Apache
+//! `LogFormat` string, or JSON (one object per line). Lines go to stdout or to a file that is
+//! reopened on demand (the gateway calls [`AccessLog::reopen`] on SIGUSR1, after logrotate has
+//! renamed the file).
+//!
+//! The request path only formats the line into a thread-local buffer and enqueues it on a
+//! bounded queue; a dedicated writer thread does all I/O, batching lines through a `BufWriter`
+//! that is flushed whenever the queue runs dry (then it lets lines gather for 2 ms, so a line
+//! reaches the file within a few milliseconds). When the queue is full the line is dropped and
+//! counted ([`AccessLog::dropped`]); logging never blocks and never fails a request.
+//!
+//! Secrets never reach the log: the headers in [`REDACTED_HEADERS`] print `[redacted]` even
+//! when a format names them, and the query parameters in [`REDACTED_QUERY_PARAMS`] have their
+//! values replaced. Everything a client controls is escaped the way Apache does (`\"`, `\\`,
+//! `\n`, `\xhh`, ...) or JSON-escaped, so a client cannot forge log lines.
+//!
+//! Times are written in UTC: `%t` is `[10/Oct/2000:13:55:36 +0000]`, JSON `time` is RFC 3339
+//! with milliseconds and a `Z` suffix.
+
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
+use http::{Method, Version};
+use tokio::sync::{mpsc, oneshot};
+
+/// Headers whose values are never logged, even when a `LogFormat` names them with
+/// `%{...}i` / `%{...}o`: credentials, session cookies and API keys. `[redacted]` is printed
+/// instead (or `-` when the header is absent). Lower-case, as `HeaderName::as_str` returns.
+pub const REDACTED_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "cookie", "set-cookie", "ocp-apim-subscription-key", "x-api-key"];
+
+/// Query parameters whose values are replaced with `[redacted]` in `%q`, `%r` and the JSON
+/// `query`: clients may pass their subscription key in the URL instead of a header. Names
+/// match case-insensitively after percent-decoding.
+pub const REDACTED_QUERY_PARAMS: &[&str] = &["subscription-key"];
+
+const REDACTED: &[u8] = b"[redacted]";
+
+/// Apache's `common` format.
+pub const COMMON: &str = "%h %l %u %t \"%r\" %>s %b";
+/// Apache's `combined` format, the default.
+pub const COMBINED: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\"";
+
+/// Lines the queue holds before new lines are dropped (about 5 MB of typical lines).
+pub const DEFAULT_QUEUE_LINES: usize = 16_384;
+/// How long the writer lets lines gather after draining the queue: bounds how late a line
+/// is written, and saves the request path a wake-up syscall per line.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Size of the writer's `BufWriter`.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Size of each thread's `BytesMut` chunk that queued lines are split from.
+const CHUNK: usize = 64 * 1024;
+/// A thread's format buffer is shrunk back when a huge line grew it beyond this.
+const SCRATCH_MAX: usize = 64 * 1024;
+
+/// Everything a log line can say about one finished request. Built by the proxy once per request.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    /// `%h`: the trusted client address.
+    pub client_ip: IpAddr,
+    /// `%{remote}p`.
+    pub peer_port: u16,
+    /// `%p`, `%{local}p`, `%{canonical}p`: the listener's port.
+    pub local_port: u16,
+    /// `%v`: the Host the request was for, without port; `-` or empty if none.
+    pub server_name: String,
+    /// `%t`: request start.
+    pub time: SystemTime,
+    /// `%m`.
+    pub method: Method,
+    /// `%U`: path only, no query.
+    pub path: String,
+    /// The query without its leading `?` (a leading `?` is tolerated). `%q` prints `?a=b`,
+    /// or nothing when `None` or empty.
+    pub query: Option<String>,
+    /// `%H`.
+    pub version: Version,
+    /// `%>s` / `%s`: final status sent to the client.
+    pub status: u16,
+    /// `%b` (`-` when 0), `%B`.
+    pub bytes_sent: u64,
+    /// `%D` (microseconds), `%T` (whole seconds).
+    pub duration: Duration,
+    /// `%{NAME}i`.
+    pub request_headers: HeaderMap,
+    /// `%{NAME}o`.
+    pub response_headers: HeaderMap,
+    /// `%u`: the authenticated subject, `-` when `None`.
+    pub user: Option<String>,
+    pub request_id: String,
+    pub api: Option<String>,
+    pub operation: Option<String>,
+    pub product: Option<String>,
+    pub subscription: Option<String>,
+    pub backend: Option<String>,
+    /// `"edge" | "policy" | "backend" | "gateway"`; `None` when the backend answered normally.
+    pub layer: Option<&'static str>,
+    pub policy: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub time_edge: Duration,
+    pub time_policy: Duration,
+    pub time_backend: Option<Duration>,
+}
+
+impl Default for LogRecord {
+    fn default() -> Self {
+        LogRecord {
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            peer_port: 0,
+            local_port: 0,
+            server_name: "-".to_owned(),
+            time: UNIX_EPOCH,
+            method: Method::GET,
+            path: "/".to_owned(),
+            query: None,
+            version: Version::HTTP_11,
+            status: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            request_headers: HeaderMap::new(),
+            response_headers: HeaderMap::new(),
+            user: None,
+            request_id: String::new(),
+            api: None,
+            operation: None,
+            product: None,
+            subscription: None,
+            backend: None,
+            layer: None,
+            policy: None,
+            upstream_status: None,
+            time_edge: Duration::ZERO,
+            time_policy: Duration::ZERO,
+            time_backend: None,
+        }
+    }
+}
+
+/// Writes one named value of a record: JSON-encoded when the flag is set (absent = `null`),
+/// else Apache-escaped (absent = `-`).
+type FieldFn = fn(&LogRecord, &mut Vec<u8>, bool);
+
+/// The JSON keys in output order, also the names `%{name}g` accepts.
+const FIELDS: &[(&str, FieldFn)] = &[
+    ("time", |r, o, j| quoted(o, j, |o| rfc3339(o, r.time))),
+    ("client_ip", |r, o, j| quoted(o, j, |o| ip(o, r.client_ip))),
+    ("method", |r, o, j| text(o, Some(r.method.as_str().as_bytes()), j)),
+    ("path", |r, o, j| text(o, Some(r.path.as_bytes()), j)),
+    ("query", query_field),
+    ("protocol", |r, o, j| text(o, Some(protocol(r.version).as_bytes()), j)),
+    ("status", |r, o, _| num(o, r.status.into())),
+    ("bytes_sent", |r, o, _| num(o, r.bytes_sent)),
+    ("duration_ms", |r, o, _| millis(o, r.duration)),
+    ("request_id", |r, o, j| text(o, Some(r.request_id.as_bytes()), j)),
+    ("host", |r, o, j| text(o, host(r), j)),
+    ("user_agent", |r, o, j| text(o, header(r, &USER_AGENT), j)),
+    ("referer", |r, o, j| text(o, header(r, &REFERER), j)),
+    ("user", |r, o, j| text(o, bytes(&r.user), j)),
+    ("api", |r, o, j| text(o, bytes(&r.api), j)),
+    ("operation", |r, o, j| text(o, bytes(&r.operation), j)),
+    ("product", |r, o, j| text(o, bytes(&r.product), j)),
+    ("subscription", |r, o, j| text(o, bytes(&r.subscription), j)),
+    ("backend", |r, o, j| text(o, bytes(&r.backend), j)),
+    ("layer", |r, o, j| text(o, r.layer.map(str::as_bytes), j)),
+    ("policy", |r, o, j| text(o, bytes(&r.policy), j)),
+    ("upstream_status", |r, o, j| match r.upstream_status {
+        Some(status) => num(o, status.into()),
+        None => text(o, None, j),
+    }),
+    ("time_edge", |r, o, _| millis(o, r.time_edge)),
+    ("time_policy", |r, o, _| millis(o, r.time_policy)),
+    ("time_backend", |r, o, j| match r.time_backend {
+        Some(d) => millis(o, d),
+        None => text(o, None, j),
+    }),
+];
+
+/// One compiled element of an Apache format.
+#[derive(Clone, Debug)]
+enum Piece {
+    Literal(Box<[u8]>),
+    /// A value of the record, written Apache-style.
+    Value(FieldFn),
+    Header {
+        name: HeaderName,
+        response: bool,
+        redact: bool,
+    },
+}
+
+/// A compiled Apache `LogFormat` string.
+#[derive(Clone, Debug)]
+pub struct ApacheFormat {
+    pieces: Vec<Piece>,
+}
+
+/// A compiled access-log format.
+#[derive(Clone, Debug)]
+pub enum LogFormat {
+    Apache(ApacheFormat),
+    Json,
+}
+
+impl Default for LogFormat {
+    fn default() -> Self {
+        LogFormat::parse(COMBINED).unwrap_or(LogFormat::Json)
+    }
+}
+
+impl LogFormat {
+    /// `"common" | "combined" | "json"` or any Apache `LogFormat` string. The error names the
+    /// bad directive and its byte offset.
+    pub fn parse(spec: &str) -> Result<LogFormat, String> {
+        match spec.trim() {
+            "json" => Ok(LogFormat::Json),
+            "common" => parse_apache(COMMON).map(LogFormat::Apache),
+            "combined" => parse_apache(COMBINED).map(LogFormat::Apache),
+            _ => parse_apache(spec).map(LogFormat::Apache),
+        }
+    }
+
+    /// The request and response headers this format prints, so the proxy copies only those
+    /// into a [`LogRecord`] instead of whole header maps.
+    pub fn headers_used(&self) -> (Vec<HeaderName>, Vec<HeaderName>) {
+        match self {
+            LogFormat::Json => (vec![USER_AGENT, REFERER], Vec::new()),
+            LogFormat::Apache(f) => {
+                let (mut req, mut resp) = (Vec::new(), Vec::new());
+                for piece in &f.pieces {
+                    if let Piece::Header { name, response, .. } = piece {
+                        let list = if *response { &mut resp } else { &mut req };
+                        if !list.contains(name) {
+                            list.push(name.clone());
+                        }
+                    }
+                    if let Piece::Value(v) = piece {
+                        for (field, header) in [("user_agent", USER_AGENT), ("referer", REFERER)] {
+                            if FIELDS.iter().any(|(n, fv)| *n == field && std::ptr::fn_addr_eq(*fv, *v))
+                                && !req.contains(&header)
+                            {
+                                req.push(header);
+                            }
+                        }
+                    }
+                }
+                (req, resp)
+            }
+        }
+    }
+
+    /// Appends one line for `rec`, including the trailing `'\n'`.
+    pub fn write(&self, rec: &LogRecord, out: &mut Vec<u8>) {
+        match self {
+            LogFormat::Apache(f) => {
+                for piece in &f.pieces {
+                    match piece {
+                        Piece::Literal(l) => out.extend_from_slice(l),
+                        Piece::Value(value) => value(rec, out, false),
+                        Piece::Header { name, response, redact } => write_header(rec, out, name, *response, *redact),
+                    }
+                }
+            }
+            LogFormat::Json => write_json(rec, out),
+        }
+        out.push(b'\n');
+    }
+}
+
+fn parse_apache(spec: &str) -> Result<ApacheFormat, String> {
+    if spec.is_empty() {
+        return Err("empty access log format".to_owned());
+    }
+    let b = spec.as_bytes();
+    let mut pieces = Vec::new();
+    let mut lit = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            lit.push(b[i]);
+            i += 1;
+            continue;
+        }
+        // `i` only ever stops on ASCII bytes below, so every slice is on a char boundary.
+        let start = i;
+        i += 1;
+        while i < b.len() && (b[i] == b'<' || b[i] == b'>') {
+            i += 1;
+        }
+        let mut arg = None;
+        if b.get(i) == Some(&b'{') {
+            let Some(close) = spec[i..].find('}') else {
+                return Err(format!("unterminated \"%{{\" at offset {start} of access log format"));
+            };
+            arg = Some(&spec[i + 1..i + close]);
+            i += close + 1;
+        }
+        let Some(c) = spec[i..].chars().next() else {
+            return Err(format!("incomplete directive \"{}\" at offset {start} of access log format", &spec[start..]));
+        };
+        i += c.len_utf8();
+        match directive(c, arg) {
+            Ok(Piece::Literal(l)) => lit.extend_from_slice(&l),
+            Ok(piece) => {
+                if !lit.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut lit).into()));
+                }
+                pieces.push(piece);
+            }
+            Err(why) => return Err(format!("{why} \"{}\" at offset {start} of access log format", &spec[start..i])),
+        }
+    }
+    if !lit.is_empty() {
+        pieces.push(Piece::Literal(lit.into()));
+    }
+    Ok(ApacheFormat { pieces })
+}
+
+fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
+    let value: FieldFn = match (c, arg) {
+        ('%', None) => return Ok(Piece::Literal(Box::new(*b"%"))),
+        ('i' | 'o', Some(name)) => {
+            let name =
+                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| "invalid header name in directive")?;
+            let redact = REDACTED_HEADERS.contains(&name.as_str());
+            let response = c == 'o';
+            return Ok(Piece::Header { name, response, redact });
+        }
+        ('g', Some(name)) => match FIELDS.iter().find(|(n, _)| *n == name.trim()) {
+            Some((_, field)) => *field,
+            None => return Err("unknown gateway field in directive"),
+        },
+        ('i' | 'o' | 'g', None) => return Err("missing {NAME} in directive"),
+        ('h', None) => |r, o, _| ip(o, r.client_ip),
+        ('l', None) => |_, o, _| o.push(b'-'),
+        ('u', None) => |r, o, _| text(o, bytes(&r.user), false),
+        ('t', None) => |r, o, _| {
+            o.push(b'[');
+            o.extend_from_slice(&stamp(r.time).0.clf);
+            o.push(b']');
+        },
+        ('r', None) => |r, o, _| {
+            escape(o, r.method.as_str().as_bytes());
+            o.push(b' ');
+            escape(o, r.path.as_bytes());
+            apache_query(r, o);
+            o.push(b' ');
+            o.extend_from_slice(protocol(r.version).as_bytes());
+        },
+        ('s', None) => |r, o, _| num(o, r.status.into()),
+        ('b', None) => |r, o, _| match r.bytes_sent {
+            0 => o.push(b'-'),
+            n => num(o, n),
+        },
+        ('B', None) => |r, o, _| num(o, r.bytes_sent),
+        ('D', None) | ('T', Some("us")) => |r, o, _| num(o, micros(r.duration)),
+        ('T', Some("ms")) => |r, o, _| num(o, micros(r.duration) / 1000),
+        ('T', None | Some("s")) => |r, o, _| num(o, r.duration.as_secs()),
+        ('v', None) => |r, o, _| text(o, host(r), false),
+        ('p', None | Some("local" | "canonical")) => |r, o, _| num(o, r.local_port.into()),
+        ('p', Some("remote")) => |r, o, _| num(o, r.peer_port.into()),
+        ('U', None) => |r, o, _| escape(o, r.path.as_bytes()),
+        ('q', None) => |r, o, _| apache_query(r, o),
+        ('m', None) => |r, o, _| escape(o, r.method.as_str().as_bytes()),
+        ('H', None) => |r, o, _| o.extend_from_slice(protocol(r.version).as_bytes()),
+        _ => return Err("unsupported directive"),
+    };
+    Ok(Piece::Value(value))
+}
+
+/// `%{NAME}i` / `%{NAME}o`: all values joined with `, `; `-` when absent.
+fn write_header(rec: &LogRecord, out: &mut Vec<u8>, name: &HeaderName, response: bool, redact: bool) {
+    let map = if response { &rec.response_headers } else { &rec.request_headers };
+    let mut values = map.get_all(name).iter();
+    match values.next() {
+        None => out.push(b'-'),
+        Some(_) if redact => out.extend_from_slice(REDACTED),
+        Some(first) => {
+            escape(out, first.as_bytes());
+            for v in values {
+                out.extend_from_slice(b", ");
+                escape(out, v.as_bytes());
+            }
+        }
+    }
+}
+
+/// `%q`: `?` and the redacted, escaped query; nothing when there is none.
+fn apache_query(rec: &LogRecord, out: &mut Vec<u8>) {
+    if let Some(q) = query(rec) {
+        out.push(b'?');
+        redact_query(q, |part| escape(out, part));
+    }
+}
+
+fn write_json(rec: &LogRecord, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (key, field)) in FIELDS.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        field(rec, out, true);
+    }
+    out.push(b'}');
+}
+
+fn query_field(rec: &LogRecord, out: &mut Vec<u8>, json: bool) {
+    match query(rec) {
+        Some(q) if json => {
+            let mut buf = Vec::with_capacity(q.len() + 8);
+            redact_query(q, |part| buf.extend_from_slice(part));
+            text(out, Some(&buf), true);
+        }
+        Some(q) => redact_query(q, |part| escape(out, part)),
+        None => text(out, None, json),
+    }
+}
+
+fn quoted(out: &mut Vec<u8>, json: bool, f: impl FnOnce(&mut Vec<u8>)) {
+    if json {
+        out.push(b'"');
+        f(out);
+        out.push(b'"');
+    } else {
+        f(out);
+    }
+}
+
+fn bytes(s: &Option<String>) -> Option<&[u8]> {
+    s.as_deref().map(str::as_bytes)
+}
+
+/// A string value: a JSON string (invalid UTF-8 replaced) or Apache-escaped; absent as
+/// `null` / `-`.
+fn text(out: &mut Vec<u8>, value: Option<&[u8]>, json: bool) {
+    match value {
+        None => out.extend_from_slice(if json { b"null" } else { b"-" }),
+        Some(v) if json && v.iter().all(plain) => {
+            out.push(b'"');
+            out.extend_from_slice(v);
+            out.push(b'"');
+        }
+        Some(v) if json => {
+            let v = String::from_utf8_lossy(v);
+            if serde_json::to_writer(&mut *out, &*v).is_err() {
+                // Unreachable: writing to a Vec cannot fail.
+                out.extend_from_slice(b"null");
+            }
+        }
+        Some(v) => escape(out, v),
+    }
+}
+
+fn num(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, octet.into());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}"); // writing to a Vec cannot fail
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds with microsecond precision, e.g. `12.345` (valid as a JSON number).
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let us = micros(d);
+    num(out, us / 1000);
+    dot3(out, us % 1000);
+}
+
+/// `.` and the three digits of `n % 1000`.
+fn dot3(out: &mut Vec<u8>, n: u64) {
+    let d = |k: u64| b'0' + (n / k % 10) as u8;
+    out.extend_from_slice(&[b'.', d(100), d(10), d(1)]);
+}
+
+fn header<'a>(rec: &'a LogRecord, name: &HeaderName) -> Option<&'a [u8]> {
+    rec.request_headers.get(name).map(|v| v.as_bytes())
+}
+
+fn host(rec: &LogRecord) -> Option<&[u8]> {
+    match rec.server_name.as_str() {
+        "" | "-" => None,
+        h => Some(h.as_bytes()),
+    }
+}
+
+fn query(rec: &LogRecord) -> Option<&str> {
+    let q = rec.query.as_deref()?;
+    let q = q.strip_prefix('?').unwrap_or(q);
+    (!q.is_empty()).then_some(q)
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// Printable ASCII other than `"` and `\`: needs no escaping, in JSON or Apache style.
+fn plain(c: &u8) -> bool {
+    matches!(c, 0x20..=0x7e) && *c != b'"' && *c != b'\\'
+}
+
+/// Apache's `ap_escape_logitem`: `"` and `\` are backslash-escaped, `\b \n \r \t \v` get C
+/// escapes, and every other byte outside printable ASCII becomes `\xhh`.
+fn escape(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if s.iter().all(plain) {
+        out.extend_from_slice(s);
+        return;
+    }
+    for &c in s {
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x0b => out.extend_from_slice(b"\\v"),
+            0x20..=0x7e => out.push(c),
+            _ => out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]),
+        }
+    }
+}
+
+/// Calls `emit` with the pieces of `q`, the values of [`REDACTED_QUERY_PARAMS`] replaced.
+fn redact_query(q: &str, mut emit: impl FnMut(&[u8])) {
+    for (i, pair) in q.as_bytes().split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            emit(b"&");
+        }
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) if secret_param(&pair[..eq]) => {
+                emit(&pair[..=eq]);
+                emit(REDACTED);
+            }
+            _ => emit(pair),
+        }
+    }
+}
+
+/// Whether a raw (percent-encoded) parameter name is in [`REDACTED_QUERY_PARAMS`].
+fn secret_param(raw: &[u8]) -> bool {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    REDACTED_QUERY_PARAMS.iter().any(|want| {
+        let want = want.as_bytes();
+        let (mut i, mut j) = (0, 0);
+        while let Some(&c) = raw.get(i) {
+            let (c, step) = match (c, raw.get(i + 1..i + 3)) {
+                (b'%', Some(&[h, l])) => match (hex(h), hex(l)) {
+                    (Some(h), Some(l)) => ((h << 4) | l, 3),
+                    _ => (c, 1),
+                },
+                (b'+', _) => (b' ', 1),
+                _ => (c, 1),
+            };
+            if !want.get(j).is_some_and(|w| w.eq_ignore_ascii_case(&c)) {
+                return false;
+            }
+            i += step;
+            j += 1;
+        }
+        j == want.len()
+    })
+}
+
+/// A thread's formatted second, reused while requests start within the same second.
+#[derive(Clone, Copy)]
+struct Stamp {
+    secs: u64,
+    /// `10/Oct/2000:13:55:36 +0000`
+    clf: [u8; 26],
+    /// `2000-10-10T13:55:36`
+    rfc: [u8; 19],
+}
+
+thread_local! {
+    static STAMP: Cell<Option<Stamp>> = const { Cell::new(None) };
+}
+
+/// The formatted second of `t` (UTC) and its milliseconds. Times before 1970 or after 9999
+/// print as the epoch.
+fn stamp(t: SystemTime) -> (Stamp, u32) {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let ms = d.subsec_millis();
+    let secs = d.as_secs();
+    if let Some(cached) = STAMP.try_with(Cell::get).ok().flatten() {
+        if cached.secs == secs {
+            return (cached, ms);
+        }
+    }
+    let dt = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .filter(|dt| dt.year() <= 9999)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, month, day) = dt.to_calendar_date();
+    let (h, m, s) = dt.to_hms();
+    let mon = MONTHS[usize::from(u8::from(month) - 1) % 12];
+    let mut stamp = Stamp { secs, clf: [b' '; 26], rfc: [b' '; 19] };
+    // Fixed widths: both fit exactly, and writing to a slice cannot fail otherwise.
+    let _ = write!(&mut stamp.clf[..], "{day:02}/{mon}/{year:04}:{h:02}:{m:02}:{s:02} +0000");
+    let _ = write!(&mut stamp.rfc[..], "{year:04}-{:02}-{day:02}T{h:02}:{m:02}:{s:02}", u8::from(month));
+    let _ = STAMP.try_with(|c| c.set(Some(stamp)));
+    (stamp, ms)
+}
+
+/// `2000-10-10T13:55:36.123Z` (UTC).
+fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let (stamp, ms) = stamp(t);
+    out.extend_from_slice(&stamp.rfc);
+    dot3(out, ms.into());
+    out.push(b'Z');
+}
+
+/// Where the lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+enum Msg {
+    Line(Bytes),
+    Reopen,
+    Flush(oneshot::Sender<()>),
+}
+
+/// State shared by the handles and the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    /// Set by `reopen` when the queue was too full to carry a `Reopen` message in order.
+    reopen_pending: AtomicBool,
+    /// Tests hold this to stall the writer.
+    #[cfg(test)]
+    gate: std::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    format: LogFormat,
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+}
+
+/// The access log: a bounded queue in front of a writer thread. Cheap to clone. The writer
+/// drains the queue and exits when the last handle is dropped; call [`AccessLog::flush`]
+/// before the process exits.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    inner: Arc<Inner>,
+}
+
+thread_local! {
+    /// Per-thread format buffer, and the chunk that queued lines are split off.
+    static SCRATCH: RefCell<(Vec<u8>, BytesMut)> =
+        RefCell::new((Vec::with_capacity(1024), BytesMut::new()));
+}
+
+impl AccessLog {
+    /// Opens the target now (append, create) so errors surface at start-up, and spawns the
+    /// writer with a queue of [`DEFAULT_QUEUE_LINES`].
+    pub fn start(format: LogFormat, target: LogTarget) -> io::Result<AccessLog> {
+        Self::start_with_capacity(format, target, DEFAULT_QUEUE_LINES)
+    }
+
+    /// [`AccessLog::start`] with a queue of `lines` lines (at least 1).
+    pub fn start_with_capacity(format: LogFormat, target: LogTarget, lines: usize) -> io::Result<AccessLog> {
+        let sink = Sink::open(target)?;
+        let (tx, rx) = mpsc::channel(lines.max(1));
+        let shared = Arc::new(Shared::default());
+        let writer_shared = Arc::clone(&shared);
+        // A dedicated OS thread rather than a tokio task: every write is a blocking syscall
+        // (a slow disk, or a stdout pipe whose reader stalls), which must not occupy an async
+        // worker, and `spawn_blocking` per batch would cost a pool hand-off each time. The
+        // thread parks in `blocking_recv` when idle, and `start` works with or without a
+        // runtime.
+        std::thread::Builder::new()
+            .name("access-log".to_owned())
+            .spawn(move || run_writer(rx, sink, &writer_shared))?;
+        Ok(AccessLog { inner: Arc::new(Inner { format, tx, shared }) })
+    }
+
+    /// Formats `rec` and enqueues the line. Never blocks and never fails: when the queue is
+    /// full the line is dropped and counted.
+    pub fn log(&self, rec: &LogRecord) {
+        let inner = &*self.inner;
+        if inner.tx.capacity() == 0 {
+            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let line = SCRATCH
+            .try_with(|cell| {
+                let mut scratch = cell.try_borrow_mut().ok()?;
+                let (buf, chunk) = &mut *scratch;
+                buf.clear();
+                inner.format.write(rec, buf);
+                if chunk.capacity() < buf.len() {
+                    // Reuses the old allocation once the writer dropped all its lines.
+                    chunk.reserve(CHUNK.max(buf.len()));
+                }
+                chunk.extend_from_slice(buf);
+                if buf.capacity() > SCRATCH_MAX {
+                    *buf = Vec::with_capacity(1024);
+                }
+                Some(chunk.split().freeze())
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                let mut buf = Vec::with_capacity(512);
+                inner.format.write(rec, &mut buf);
+                Bytes::from(buf)
+            });
+        if inner.tx.try_send(Msg::Line(line)).is_err() {
+            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The next line goes to a freshly opened file (logrotate: rename, then SIGUSR1). Lines
+    /// enqueued before the call still go to the old file, unless the queue is full, in which
+    /// case the writer reopens before its next line. No-op for stdout.
+    pub fn reopen(&self) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.tx.try_send(Msg::Reopen) {
+            self.inner.shared.reopen_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes, flushes and reopens (also reported on stderr, sparingly).
+    pub fn write_errors(&self) -> u64 {
+        self.inner.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything enqueued before the call is written and flushed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.inner.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// The writer's end: a buffered stdout or file.
+struct Sink {
+    path: Option<PathBuf>,
+    out: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Sink {
+    fn open(target: LogTarget) -> io::Result<Sink> {
+        let (path, out): (_, Box<dyn Write + Send>) = match target {
+            LogTarget::Stdout => (None, Box::new(io::stdout())),
+            LogTarget::File(path) => {
+                let file = open_file(&path)?;
+                (Some(path), Box::new(file))
+            }
+        };
+        Ok(Sink { path, out: BufWriter::with_capacity(WRITE_BUFFER, out) })
+    }
+
+    fn write(&mut self, line: &[u8], shared: &Shared) {
+        if let Err(e) = self.out.write_all(line) {
+            report(shared, "write", &e);
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        if let Err(e) = self.out.flush() {
+            report(shared, "flush", &e);
+        }
+    }
+
+    fn reopen(&mut self, shared: &Shared) {
+        let Some(path) = &self.path else { return };
+        if let Err(e) = self.out.flush() {
+            report(shared, "flush", &e);
+        }
+        match open_file(path) {
+            Ok(file) => self.out = BufWriter::with_capacity(WRITE_BUFFER, Box::new(file)),
+            // Keep writing to the old file rather than losing lines.
+            Err(e) => report(shared, "reopen", &e),
+        }
+    }
+}
+
+fn open_file(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+/// Counts an I/O error; reports the 1st, 2nd, 4th, 8th... on stderr so a full disk does not
+/// flood it.
+fn report(shared: &Shared, what: &str, e: &io::Error) {
+    let n = shared.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        let _ = writeln!(io::stderr(), "access log: {what} failed ({n} errors so far): {e}");
+    }
+}
+
+fn run_writer(mut rx: mpsc::Receiver<Msg>, mut sink: Sink, shared: &Shared) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            #[cfg(test)]
+            let _paused = shared.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if shared.reopen_pending.load(Ordering::Relaxed) && shared.reopen_pending.swap(false, Ordering::AcqRel) {
+                sink.reopen(shared);
+            }
+            match msg {
+                Msg::Line(line) => sink.write(&line, shared),
+                Msg::Reopen => sink.reopen(shared),
+                Msg::Flush(done) => {
+                    sink.flush(shared);
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        // The queue ran dry: push the batch out, then let lines gather for a moment. While
+        // the writer sleeps, senders find no waker to call, so the hot path makes no syscall.
+        sink.flush(shared);
+        std::thread::sleep(BATCH_WINDOW);
+    }
+    sink.flush(shared);
+}
+
+#[cfg(test)]
+#[path = "access_log/tests.rs"]
+mod tests;

@@ -1,0 +1,44 @@
+//! Logs (and later metrics and traces) of finished requests.
+//!
+//! The request path fills a [`RequestTail`] and hangs it on the response body; when the body is
+//! dropped — the last byte sent or the client gone — the tail writes the access log line. So a
+//! streamed response is logged with its real size and duration, off the request's critical path.
+
+pub mod access_log;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::edge::guard::ConnShared;
+use access_log::{AccessLog, LogRecord};
+
+/// The end of one request: releases the connection's in-flight count and writes the log line.
+pub struct RequestTail {
+    shared: Arc<ConnShared>,
+    pending: Option<Box<(AccessLog, LogRecord, Instant)>>,
+    pub bytes_sent: u64,
+}
+
+impl RequestTail {
+    pub fn new(shared: Arc<ConnShared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestTail { shared, pending: None, bytes_sent: 0 }
+    }
+
+    pub fn log_with(&mut self, log: AccessLog, record: LogRecord, started: Instant) {
+        self.pending = Some(Box::new((log, record, started)));
+    }
+}
+
+impl Drop for RequestTail {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(p) = self.pending.take() {
+            let (log, mut record, started) = *p;
+            record.bytes_sent = self.bytes_sent;
+            record.duration = started.elapsed();
+            log.log(&record);
+        }
+    }
+}

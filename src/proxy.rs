@@ -1,0 +1,429 @@
+//! The life of one request, in order: edge → route → policies → upstream → response → log.
+//!
+//! [`handle`] is the hyper service of every client connection. It reads the active snapshot
+//! once, so a reload never changes the rules half-way through a request. Every failure becomes
+//! a [`Problem`] and goes out through `respond`, tagged with its layer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::edge::guard::ConnShared;
+use crate::edge::{self, Downstream};
+use crate::observe::access_log::LogRecord;
+use crate::observe::RequestTail;
+use crate::policy::{Outcome, PolicyCx};
+use crate::respond::{Layer, Problem};
+use crate::route::Lookup;
+use crate::server::Active;
+use crate::upstream::{Outbound, UpstreamError};
+
+/// What the proxy knows about the client connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub tls: bool,
+    pub shared: Arc<ConnShared>,
+}
+
+/// Facts gathered along the way, for the response headers and the access log.
+#[derive(Default)]
+struct Trace {
+    api: Option<String>,
+    operation: Option<String>,
+    backend: Option<String>,
+    layer: Option<Layer>,
+    policy: Option<&'static str>,
+    upstream_status: Option<u16>,
+    time_policy: Duration,
+    time_backend: Option<Duration>,
+    edge_done: Option<Instant>,
+}
+
+/// The hyper service.
+pub async fn handle(
+    active: Arc<Active>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let wall = SystemTime::now();
+    let snap = &active.snapshot;
+    let peer_trusted = snap.edge.trusted.contains(conn.peer.ip());
+    let request_id = edge::request_id(req.headers(), peer_trusted);
+    let client_ip = edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted);
+    let mut tail = RequestTail::new(conn.shared.clone());
+
+    // What the access log needs of the request, taken before the request is consumed.
+    let log_head = active.access_log.as_ref().map(|_| LogHead {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        version: req.version(),
+        host: host_of(&req).map(str::to_owned),
+        headers: active
+            .log_request_headers
+            .iter()
+            .filter_map(|n| req.headers().get(n).map(|v| (n.clone(), v.clone())))
+            .collect(),
+    });
+
+    let mut trace = Trace::default();
+    let mut resp = match serve(&active, &conn, req, &request_id, peer_trusted, &mut trace).await {
+        Ok(r) => r,
+        Err(problem) => {
+            trace.layer = Some(problem.layer);
+            if problem.policy.is_some() {
+                trace.policy = problem.policy;
+            }
+            problem.into_response(&request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(edge::X_REQUEST_ID, v);
+    }
+
+    if let (Some(log), Some(head)) = (&active.access_log, log_head) {
+        let edge_done = trace.edge_done.unwrap_or(started);
+        let record = LogRecord {
+            client_ip,
+            peer_port: conn.peer.port(),
+            local_port: conn.local_port,
+            server_name: head.host.as_deref().map(strip_port).unwrap_or("-").to_owned(),
+            time: wall,
+            method: head.method,
+            path: head.path,
+            query: head.query,
+            version: head.version,
+            status: resp.status().as_u16(),
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            request_headers: head.headers,
+            response_headers: active
+                .log_response_headers
+                .iter()
+                .filter_map(|n| resp.headers().get(n).map(|v| (n.clone(), v.clone())))
+                .collect(),
+            user: None,
+            request_id,
+            api: trace.api,
+            operation: trace.operation,
+            product: None,
+            subscription: None,
+            backend: trace.backend,
+            layer: trace.layer.map(Layer::as_str),
+            policy: trace.policy.map(str::to_owned),
+            upstream_status: trace.upstream_status,
+            time_edge: edge_done.duration_since(started),
+            time_policy: trace.time_policy,
+            time_backend: trace.time_backend,
+        };
+        tail.log_with(log.clone(), record, started);
+    }
+    resp.body_mut().set_tail(tail);
+    Ok(resp)
+}
+
+struct LogHead {
+    method: http::Method,
+    path: String,
+    query: Option<String>,
+    version: Version,
+    host: Option<String>,
+    headers: HeaderMap,
+}
+
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+async fn serve(
+    active: &Active,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &str,
+    peer_trusted: bool,
+    trace: &mut Trace,
+) -> Result<Response<ResponseBody>, Problem> {
+    let snap = &active.snapshot;
+    let limits = &snap.edge.limits;
+
+    // Edge: limits that HTTP/2 requests have not met in the guard, then the path.
+    if req.version() == Version::HTTP_2 {
+        if req.headers().len() > limits.headers {
+            return Err(Problem::edge(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too-many-headers",
+                "more headers than edge.limits.headers",
+            ));
+        }
+        if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > limits.uri_bytes {
+            return Err(Problem::edge(
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                "the request target is longer than edge.limits.uri_bytes",
+            ));
+        }
+        if req.method() == http::Method::CONNECT {
+            return Err(Problem::edge(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "CONNECT is not served: this is a reverse proxy",
+            ));
+        }
+    }
+    if let Some(len) =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limits.body_bytes {
+            return Err(Problem::edge(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body exceeds edge.limits.body_bytes",
+            ));
+        }
+    }
+    let raw_path = req.uri().path();
+    let path = edge::normalize::normalize_path(raw_path)
+        .map_err(|why| Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why))?
+        .into_owned();
+    let host = host_of(&req).map(strip_port).map(str::to_owned);
+
+    // Route.
+    let route = match snap.routes.lookup(host.as_deref(), &path, req.method()) {
+        Lookup::Found(r) => r.clone(),
+        Lookup::MethodNotAllowed(allow) => {
+            let p = Problem::edge(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{} is not allowed here", req.method()),
+            );
+            return Err(match HeaderValue::from_str(&allow) {
+                Ok(v) => p.with_header(header::ALLOW, v),
+                Err(_) => p,
+            });
+        }
+        Lookup::NotFound => {
+            return Err(Problem::edge(StatusCode::NOT_FOUND, "no-route", "no API matches this host and path"))
+        }
+    };
+    trace.api = Some(route.api.name.clone());
+    trace.operation = route.operation.clone();
+    trace.edge_done = Some(Instant::now());
+
+    // Policies (inbound).
+    if !route.chain.inbound.is_empty() {
+        let t = Instant::now();
+        let cx = PolicyCx { method: req.method(), path: &path, headers: req.headers(), request_id };
+        for policy in &route.chain.inbound {
+            if let Outcome::Respond(resp) = policy.on_request(&cx) {
+                trace.policy = Some(policy.kind());
+                trace.time_policy = t.elapsed();
+                return Ok(resp);
+            }
+        }
+        trace.time_policy = t.elapsed();
+    }
+
+    // Upstream.
+    let Some(backend_name) = route.api.backend.as_deref() else {
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no-backend",
+            Layer::Gateway,
+            "the route has no backend",
+        ));
+    };
+    trace.backend = Some(backend_name.to_owned());
+    let Some(backend) = active.upstreams.backends.get(backend_name) else {
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no-backend",
+            Layer::Gateway,
+            "the route's backend is not running",
+        ));
+    };
+
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let rest = {
+        let tail = &path[route.api.prefix.len().min(path.len())..];
+        match req.uri().query() {
+            Some(q) => format!("{tail}?{q}"),
+            None => tail.to_owned(),
+        }
+    };
+    let hash_key = match &backend.spec.balance {
+        crate::upstream::balance::Balance::HashHeader(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
+        crate::upstream::balance::Balance::HashClientIp => {
+            Some(edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted).to_string().into_bytes())
+        }
+        _ => None,
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::EXPECT);
+    if let Some(v) = upgrade_value {
+        // An h2c upgrade is never honoured (RFC 9113 dropped it; a smuggling vector).
+        if !v.as_bytes().eq_ignore_ascii_case(b"h2c") {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, v);
+        }
+    }
+    if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    edge::set_forwarding_headers(
+        &mut parts.headers,
+        &Downstream { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, host: host.as_deref() },
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(edge::X_REQUEST_ID, v);
+    }
+    let body = if http_body::Body::is_end_stream(&body) {
+        UpstreamBody::empty()
+    } else {
+        UpstreamBody::streaming(body, limits.body_bytes)
+    };
+
+    let t = Instant::now();
+    let result = backend.forward(Outbound { parts, body, rest, hash_key }).await;
+    trace.time_backend = Some(t.elapsed());
+    let answer = match result {
+        Ok(a) => a,
+        Err(e) => {
+            let mut p = e.problem(backend_name);
+            if let UpstreamError::ClientBody(_) = e {
+                p.layer = Layer::Edge;
+            }
+            return Err(p);
+        }
+    };
+    let mut response = answer.response;
+    trace.upstream_status = Some(response.status().as_u16());
+    if response.status().is_server_error() {
+        // The backend's own error passes through untouched; the log still says where it came from.
+        trace.layer = Some(Layer::Backend);
+    }
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        }
+        let (parts, body) = response.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+    }
+    strip_hop_by_hop(response.headers_mut());
+    if upgrade {
+        // The guard passed the rest of this connection through as upgraded bytes; a refused
+        // upgrade must therefore end the connection rather than parse them as a new request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().split(|c| *c == b',').any(|t| trim(t).eq_ignore_ascii_case(b"upgrade")))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(v.len());
+    let e = v.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
+    &v[s..e.max(s)]
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// RFC 9110 §7.6.1: hop-by-hop fields and every field the `Connection` header names are removed.
+/// Framing and Host are never removed this way: the gateway sets those itself.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|c| *c == b','))
+            .filter_map(|t| HeaderName::from_bytes(trim(t)).ok())
+            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_nominated_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret, host"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h[header::HOST], "a");
+        assert_eq!(h[header::AUTHORIZATION], "Bearer x");
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.test:8080"), "a.test");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("a.test"), "a.test");
+    }
+}

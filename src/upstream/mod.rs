@@ -1,0 +1,595 @@
+//! Upstream: route → backend → server (linkerd's logical → concrete → endpoint).
+//!
+//! A [`BackendSpec`] is the compiled, immutable description from the config. A [`Backend`] is
+//! its runtime: a keep-alive connection pool (hyper-util's client; HTTP/1.1, or HTTP/2 when
+//! configured), the balancer, the retry budget and the health state of each server. Server
+//! health is kept in a [`HealthRegistry`] keyed by (backend, server URL), outside any snapshot,
+//! so a reload neither forgets an ejected server nor resets a recovering one.
+
+pub mod balance;
+pub mod health;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
+
+use self::balance::{Balance, Candidates, Picker};
+use crate::body::{BodyError, UpstreamBody};
+use crate::respond::{Layer, Problem};
+
+/// One server of a backend, compiled.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// The URL's path without a trailing slash ("" for none); the API prefix is replaced by it.
+    pub base_path: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrySpec {
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_status: Vec<u16>,
+    pub budget_percent: u32,
+    pub min_per_second: u32,
+}
+
+/// A backend, compiled from `backends.NAME`.
+#[derive(Debug)]
+pub struct BackendSpec {
+    pub name: String,
+    pub servers: Vec<ServerSpec>,
+    pub balance: Balance,
+    pub health: Option<HealthSpec>,
+    pub passive_failures: u32,
+    pub ejection_time: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retry: RetrySpec,
+    pub protocol: Protocol,
+    /// Always present (servers may be https); built with the configured CA or the system roots.
+    pub tls: Arc<rustls::ClientConfig>,
+    pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,
+    pub preserve_host: bool,
+}
+
+/// Health of one server, shared across snapshots.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Active health verdict (true until a check says otherwise).
+    pub up: AtomicBool,
+    pub active: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the server is ejected (passive health).
+    ejected_until: AtomicU64,
+    pub(crate) check_successes: AtomicU32,
+    pub(crate) check_failures: AtomicU32,
+}
+
+impl ServerState {
+    fn new() -> Self {
+        ServerState {
+            up: AtomicBool::new(true),
+            active: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            check_successes: AtomicU32::new(0),
+            check_failures: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Where server health lives between snapshots.
+#[derive(Default)]
+pub struct HealthRegistry {
+    epoch: once_epoch::Epoch,
+    states: Mutex<HashMap<(String, String), Weak<ServerState>>>,
+}
+
+mod once_epoch {
+    use std::time::Instant;
+
+    /// A fixed origin for the millisecond timestamps kept in atomics.
+    pub struct Epoch(pub Instant);
+
+    impl Default for Epoch {
+        fn default() -> Self {
+            Epoch(Instant::now())
+        }
+    }
+}
+
+impl HealthRegistry {
+    fn state(&self, backend: &str, url: &str) -> Arc<ServerState> {
+        let mut map = self.states.lock();
+        map.retain(|_, w| w.strong_count() > 0);
+        let key = (backend.to_owned(), url.to_owned());
+        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(ServerState::new());
+        map.insert(key, Arc::downgrade(&s));
+        s
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.0.elapsed().as_millis() as u64
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Retries may add at most `budget_percent` of the requests of the current second, or
+/// `min_per_second`, whichever is larger, so a failing backend is not hit by a retry storm.
+#[derive(Debug, Default)]
+struct RetryBudget {
+    second: AtomicU64,
+    requests: AtomicU32,
+    retries: AtomicU32,
+}
+
+impl RetryBudget {
+    fn roll(&self, now_s: u64) {
+        let prev = self.second.load(Ordering::Relaxed);
+        if prev != now_s && self.second.compare_exchange(prev, now_s, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn on_request(&self, now_s: u64) {
+        self.roll(now_s);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_retry(&self, now_s: u64, spec: &RetrySpec) -> bool {
+        self.roll(now_s);
+        let allowed = (u64::from(self.requests.load(Ordering::Relaxed)) * u64::from(spec.budget_percent) / 100)
+            .max(u64::from(spec.min_per_second));
+        let used = self.retries.fetch_add(1, Ordering::Relaxed);
+        if u64::from(used) < allowed {
+            true
+        } else {
+            self.retries.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// A backend at run time.
+pub struct Backend {
+    pub spec: Arc<BackendSpec>,
+    pub servers: Vec<Arc<ServerState>>,
+    client: Client<Connector, UpstreamBody>,
+    picker: Picker,
+    budget: RetryBudget,
+    registry: Arc<HealthRegistry>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.spec.name)
+    }
+}
+
+struct View<'a>(&'a Backend, u64);
+
+impl Candidates for View<'_> {
+    fn len(&self) -> usize {
+        self.0.servers.len()
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.0.spec.servers[i].weight
+    }
+    fn active(&self, i: usize) -> u32 {
+        self.0.servers[i].active.load(Ordering::Relaxed)
+    }
+    fn available(&self, i: usize) -> bool {
+        let s = &self.0.servers[i];
+        s.up.load(Ordering::Relaxed) && s.ejected_until.load(Ordering::Relaxed) <= self.1
+    }
+}
+
+/// What failed when forwarding.
+#[derive(Debug)]
+pub enum UpstreamError {
+    NoHealthyServer,
+    Connect {
+        kind: ConnectFailure,
+        server: String,
+    },
+    Timeout {
+        server: String,
+    },
+    Broken {
+        server: String,
+    },
+    /// The client's body broke the request (too large, malformed, aborted).
+    ClientBody(ClientBodyFailure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyFailure {
+    TooLarge,
+    Unreadable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Dns,
+    TlsCertificate,
+    TlsProtocol,
+    Other,
+}
+
+impl UpstreamError {
+    /// The problem+json answer for this failure.
+    pub fn problem(&self, backend: &str) -> Problem {
+        match self {
+            UpstreamError::NoHealthyServer => Problem::backend(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-healthy-server",
+                "destination_unavailable",
+                backend,
+                format!("backend `{backend}` has no healthy server"),
+            ),
+            UpstreamError::Connect { kind, server } => {
+                let (status, err, detail) = match kind {
+                    ConnectFailure::Refused => {
+                        (StatusCode::BAD_GATEWAY, "connection_refused", "the backend refused the connection")
+                    }
+                    ConnectFailure::Timeout => {
+                        (StatusCode::GATEWAY_TIMEOUT, "connection_timeout", "connecting to the backend timed out")
+                    }
+                    ConnectFailure::Dns => (StatusCode::BAD_GATEWAY, "dns_error", "the backend's name did not resolve"),
+                    ConnectFailure::TlsCertificate => (
+                        StatusCode::BAD_GATEWAY,
+                        "tls_certificate_error",
+                        "the backend's TLS certificate was not accepted",
+                    ),
+                    ConnectFailure::TlsProtocol => {
+                        (StatusCode::BAD_GATEWAY, "tls_protocol_error", "the TLS handshake with the backend failed")
+                    }
+                    ConnectFailure::Other => {
+                        (StatusCode::BAD_GATEWAY, "connection_refused", "the gateway could not connect to the backend")
+                    }
+                };
+                Problem::backend(status, "backend-connect", err, server.clone(), detail)
+            }
+            UpstreamError::Timeout { server } => Problem::backend(
+                StatusCode::GATEWAY_TIMEOUT,
+                "backend-timeout",
+                "http_response_timeout",
+                server.clone(),
+                "the backend did not answer within its response timeout",
+            ),
+            UpstreamError::Broken { server } => Problem::backend(
+                StatusCode::BAD_GATEWAY,
+                "backend-reset",
+                "connection_terminated",
+                server.clone(),
+                "the backend closed or reset the connection before a complete response",
+            ),
+            UpstreamError::ClientBody(ClientBodyFailure::TooLarge) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                Layer::Edge,
+                "the request body exceeds edge.limits.body_bytes",
+            ),
+            UpstreamError::ClientBody(ClientBodyFailure::Unreadable) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request-body",
+                Layer::Edge,
+                "the request body could not be read from the client",
+            ),
+        }
+    }
+}
+
+/// The request as the upstream layer needs it.
+pub struct Outbound {
+    pub parts: Parts,
+    pub body: UpstreamBody,
+    /// Path and query after the API prefix, starting with `/` (or empty).
+    pub rest: String,
+    pub hash_key: Option<Vec<u8>>,
+}
+
+/// What came back.
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub server: usize,
+    pub attempts: u32,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+impl Backend {
+    pub fn new(spec: Arc<BackendSpec>, registry: &Arc<HealthRegistry>) -> Backend {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(spec.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*spec.tls).clone()).https_or_http();
+        let builder = match &spec.tls_server_name {
+            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
+            None => builder,
+        };
+        let connector = match spec.protocol {
+            Protocol::Http1 => builder.enable_http1().wrap_connector(http),
+            Protocol::Http2 => builder.enable_http2().wrap_connector(http),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(spec.idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .http2_only(spec.protocol == Protocol::Http2)
+            .build(connector);
+        let servers = spec.servers.iter().map(|s| registry.state(&spec.name, &s.url)).collect();
+        let weights: Vec<u32> = spec.servers.iter().map(|s| s.weight).collect();
+        Backend {
+            picker: Picker::new(&weights),
+            spec,
+            servers,
+            client,
+            budget: RetryBudget::default(),
+            registry: registry.clone(),
+        }
+    }
+
+    fn uri(&self, server: &ServerSpec, rest: &str) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(server.base_path.len() + rest.len() + 1);
+        pq.push_str(&server.base_path);
+        if rest.is_empty() || rest.starts_with('?') {
+            if server.base_path.is_empty() {
+                pq.push('/');
+            }
+            pq.push_str(rest);
+        } else {
+            pq.push_str(rest);
+        }
+        let pq = PathAndQuery::try_from(pq)?;
+        Ok(Uri::builder()
+            .scheme(server.scheme.clone())
+            .authority(server.authority.clone())
+            .path_and_query(pq)
+            .build()?)
+    }
+
+    /// Sends the request to a server, retrying idempotent body-less requests on another server
+    /// when a connection fails or a configured status comes back, within the retry budget.
+    pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
+        let Outbound { parts, body, rest, hash_key } = out;
+        let now_s = self.registry.now_ms() / 1000;
+        self.budget.on_request(now_s);
+        let retryable = idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let view = View(self, self.registry.now_ms());
+            let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried) else {
+                return Err(UpstreamError::NoHealthyServer);
+            };
+            tried.push(i);
+            let server = &self.spec.servers[i];
+            let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() =
+                self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
+            *req.headers_mut() = parts.headers.clone();
+            *req.version_mut() = http::Version::HTTP_11;
+            if !self.spec.preserve_host || self.spec.protocol == Protocol::Http2 {
+                req.headers_mut().remove(http::header::HOST);
+            }
+            if self.spec.protocol == Protocol::Http1 && !req.headers().contains_key(http::header::HOST) {
+                if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+            let state = &self.servers[i];
+            state.active.fetch_add(1, Ordering::Relaxed);
+            let sent = tokio::time::timeout(self.spec.response_timeout, self.client.request(req)).await;
+            state.active.fetch_sub(1, Ordering::Relaxed);
+            let can_retry = |this: &Self| {
+                retryable
+                    && attempt < this.spec.retry.attempts
+                    && tried.len() < this.servers.len()
+                    && this.budget.try_retry(now_s, &this.spec.retry)
+            };
+            match sent {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    if self.spec.retry.on_status.contains(&status) && can_retry(self) {
+                        self.record(i, false);
+                        continue;
+                    }
+                    self.record(i, status < 500 || !matches!(status, 502..=504));
+                    return Ok(Answer { response, server: i, attempts: attempt });
+                }
+                Ok(Err(e)) => {
+                    if let Some(body_err) = find_body_error(&e) {
+                        return Err(UpstreamError::ClientBody(body_err));
+                    }
+                    self.record(i, false);
+                    if e.is_connect() {
+                        if self.spec.retry.on_connect_failure && can_retry(self) {
+                            continue;
+                        }
+                        return Err(UpstreamError::Connect {
+                            kind: classify_connect(&e),
+                            server: server.authority.to_string(),
+                        });
+                    }
+                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
+                }
+                Err(_elapsed) => {
+                    self.record(i, false);
+                    return Err(UpstreamError::Timeout { server: server.authority.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Passive health: consecutive failures eject a server for `ejection_time`.
+    fn record(&self, i: usize, ok: bool) {
+        let s = &self.servers[i];
+        if ok {
+            if s.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                s.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let n = s.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.spec.passive_failures > 0 && n >= self.spec.passive_failures {
+            let until = self.registry.now_ms() + self.spec.ejection_time.as_millis() as u64;
+            s.ejected_until.store(until, Ordering::Relaxed);
+            s.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(backend = %self.spec.name, server = %self.spec.servers[i].url, failures = n, "Server ejected after consecutive failures.");
+        }
+    }
+
+    /// For active health checks: a GET of `path` on server `i`.
+    pub(crate) async fn probe(&self, i: usize, path: &str, timeout: Duration) -> bool {
+        let server = &self.spec.servers[i];
+        let Ok(pq) = PathAndQuery::try_from(path) else { return false };
+        let Ok(uri) =
+            Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build()
+        else {
+            return false;
+        };
+        let mut req = Request::new(UpstreamBody::empty());
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("gatehouse-health-check"));
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                let ok = resp.status().is_success() || resp.status().is_redirection();
+                // Drain so the connection goes back to the pool.
+                let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+                ok
+            }
+            _ => false,
+        }
+    }
+
+    /// Is server `i` currently usable (for tests and metrics)?
+    pub fn server_available(&self, i: usize) -> bool {
+        View(self, self.registry.now_ms()).available(i)
+    }
+}
+
+fn find_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientBodyFailure> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return Some(match b {
+                BodyError::TooLarge { .. } => ClientBodyFailure::TooLarge,
+                BodyError::Hyper(_) => ClientBodyFailure::Unreadable,
+            });
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn classify_connect(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::ConnectionRefused => return ConnectFailure::Refused,
+                io::ErrorKind::TimedOut => return ConnectFailure::Timeout,
+                _ => {}
+            }
+            if let Some(inner) = io.get_ref() {
+                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                    return tls_kind(tls);
+                }
+            }
+        }
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return tls_kind(tls);
+        }
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup") {
+            return ConnectFailure::Dns;
+        }
+        source = s.source();
+    }
+    ConnectFailure::Other
+}
+
+fn tls_kind(e: &rustls::Error) -> ConnectFailure {
+    match e {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => ConnectFailure::TlsCertificate,
+        _ => ConnectFailure::TlsProtocol,
+    }
+}
+
+/// The backends of one snapshot, with their health-check tasks.
+pub struct Upstreams {
+    pub backends: HashMap<String, Arc<Backend>>,
+    _health: tokio_util::sync::DropGuard,
+}
+
+impl Upstreams {
+    pub fn start(
+        specs: &std::collections::BTreeMap<String, Arc<BackendSpec>>,
+        registry: &Arc<HealthRegistry>,
+    ) -> Upstreams {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let mut backends = HashMap::new();
+        for (name, spec) in specs {
+            let backend = Arc::new(Backend::new(spec.clone(), registry));
+            if let Some(h) = &spec.health {
+                health::spawn(backend.clone(), h.clone(), cancel.clone());
+            }
+            backends.insert(name.clone(), backend);
+        }
+        Upstreams { backends, _health: cancel.drop_guard() }
+    }
+}
+
+/// Wall-clock helper for timings.
+pub fn since(t: Instant) -> Duration {
+    t.elapsed()
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: a real gateway in-process on 127.0.0.1:0 in front of real hyper backends.
+//! One binary for all of them (one link, shared support code).
+
+mod support;
+
+mod core;
