@@ -201,10 +201,11 @@ async fn serve(
     let path = edge::normalize::normalize_path(raw_path)
         .map_err(|why| Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why))?
         .into_owned();
-    let host = host_of(&req).map(strip_port).map(str::to_owned);
+    let raw_host = host_of(&req).map(str::to_owned);
+    let host = raw_host.as_deref().map(strip_port);
 
     // Route.
-    let route = match snap.routes.lookup(host.as_deref(), &path, req.method()) {
+    let route = match snap.routes.lookup(host, &path, req.method()) {
         Lookup::Found(r) => r.clone(),
         Lookup::MethodNotAllowed(allow) => {
             let p = Problem::edge(
@@ -296,7 +297,7 @@ async fn serve(
     }
     edge::set_forwarding_headers(
         &mut parts.headers,
-        &Downstream { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, host: host.as_deref() },
+        &Downstream { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, host: raw_host.as_deref() },
     );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         parts.headers.insert(edge::X_REQUEST_ID, v);

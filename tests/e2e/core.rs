@@ -26,7 +26,7 @@ async fn proxies_with_forwarding_headers_and_untouched_authorization() {
     let s = &seen[0];
     assert_eq!(s.uri, "/orders/7?x=1&y=%20");
     assert_eq!(s.headers["authorization"].as_bytes(), auth.as_bytes());
-    assert_eq!(s.headers["host"], g.addr.to_string());
+    assert_eq!(s.headers["host"], g.addr.to_string(), "{:?}", s.headers);
     assert_eq!(s.headers["x-forwarded-for"], "127.0.0.1", "an untrusted client's X-Forwarded-For is replaced");
     assert_eq!(s.headers["x-forwarded-proto"], "http");
     assert_eq!(s.headers["x-forwarded-host"], g.addr.to_string());
