@@ -21,6 +21,7 @@ WRK_THREADS=${WRK_THREADS:-1}   # wrk -t
 WRK_TIMEOUT=${WRK_TIMEOUT:-2s}  # wrk --timeout
 PROXY_CPU=${PROXY_CPU:-0}       # proxy under test
 LOAD_CPU=${LOAD_CPU:-1}         # wrk + origin
+NICE=${NICE:-0}                 # e.g. -10 (root): run proxy, origin and wrk at that priority
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-${CARGO_TARGET_DIR:-target}/release/gatehouse}
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
 
@@ -71,7 +72,7 @@ machine_facts() {
   echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'); HAProxy: $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}');" \
     "wrk: $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); Gatehouse: $GH_VERSION"
   echo "- settings: REPEATS=$REPEATS DURATION=${DURATION}s WARMUP=${WARMUP}s wrk -t$WRK_THREADS -c$CONNS," \
-    "proxy on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU"
+    "proxy on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU, NICE=$NICE"
 }
 
 # --- one measured run ------------------------------------------------------------

@@ -341,7 +341,7 @@ impl RetryConfig {
         20
     }
     fn default_min() -> u32 {
-        3
+        10
     }
 }
 

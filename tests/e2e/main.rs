@@ -4,3 +4,7 @@
 mod support;
 
 mod core;
+mod framing;
+mod limits;
+mod tls;
+mod upstream;

@@ -31,6 +31,7 @@ pub struct Seen {
 
 pub type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
 
+
 pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -71,6 +72,15 @@ pub fn status_handler(status: u16) -> Handler {
 
 /// An HTTP/1.1 (and h2c when `h2`) backend on 127.0.0.1:0.
 pub async fn backend_with(handler: Handler, h2: bool) -> Backend {
+    backend_full(handler, h2, Duration::ZERO).await
+}
+
+/// A backend whose every answer takes `delay`.
+pub async fn slow_backend(delay: Duration) -> Backend {
+    backend_full(ok_handler(), false, delay).await
+}
+
+pub async fn backend_full(handler: Handler, h2: bool, delay: Duration) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -94,8 +104,11 @@ pub async fn backend_with(handler: Handler, h2: bool) -> Backend {
                             body,
                             version: parts.version,
                         };
+                        seen.lock().push(s.clone());
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let resp = handler(&s);
-                        seen.lock().push(s);
                         Ok::<_, Infallible>(resp)
                     }
                 });
