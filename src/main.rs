@@ -52,6 +52,14 @@ fn print_errors(errors: &[gatehouse::config::ConfigError]) {
 }
 
 fn check(path: &Path) -> ExitCode {
+    // Warnings the compiler logs (e.g. TLS verification turned off) belong in `check`'s output too.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .init();
     match snapshot::compile_file(path) {
         Ok(s) => {
             println!(
@@ -74,6 +82,8 @@ fn run(path: PathBuf) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald, files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let snapshot = match snapshot::compile_file(&path) {
         Ok(s) => s,
@@ -101,13 +111,9 @@ fn run(path: PathBuf) -> ExitCode {
 async fn serve(snapshot: snapshot::Snapshot, path: PathBuf) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let watch = snapshot.watch_config;
-    let gw = match Gateway::start(snapshot, Some(path.clone())).await {
-        Ok(gw) => gw,
-        Err(e) => {
-            eprintln!("gatehouse: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Handlers go in before the listeners open: a SIGHUP sent as soon as the gateway answers
+    // (systemd's ExecReload, a deploy script) must reload, not kill the process (SIGHUP's
+    // default action). Signals arriving during start-up are queued and handled below.
     let (Ok(mut hup), Ok(mut usr1), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
@@ -117,6 +123,13 @@ async fn serve(snapshot: snapshot::Snapshot, path: PathBuf) -> ExitCode {
         eprintln!("gatehouse: cannot install signal handlers");
         return ExitCode::from(2);
     };
+    let gw = match Gateway::start(snapshot, Some(path.clone())).await {
+        Ok(gw) => gw,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if watch {
         tokio::spawn(watch_file(gw.clone(), path));
     }
@@ -124,8 +137,9 @@ async fn serve(snapshot: snapshot::Snapshot, path: PathBuf) -> ExitCode {
         tokio::select! {
             _ = hup.recv() => reload(&gw).await,
             _ = usr1.recv() => {
-                tracing::info!("Reopening the access log.");
+                // Queued before the log line: lines of requests that follow the message go to the new file.
                 gw.reopen_logs();
+                tracing::info!("Access log reopen requested.");
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -166,7 +166,7 @@ impl RouteTableBuilder {
                 table.exact_hosts.insert(host, router);
             }
         }
-        table.wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         if errors.is_empty() {
             Ok(table)
         } else {

@@ -47,6 +47,7 @@ impl Balance {
 }
 
 /// The per-backend state a pick needs.
+#[allow(clippy::len_without_is_empty)] // a backend always has servers
 pub trait Candidates {
     fn len(&self) -> usize;
     fn weight(&self, i: usize) -> u32;

@@ -387,11 +387,11 @@ impl Backend {
             pq.push_str(rest);
         }
         let pq = PathAndQuery::try_from(pq)?;
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(server.scheme.clone())
             .authority(server.authority.clone())
             .path_and_query(pq)
-            .build()?)
+            .build()
     }
 
     /// Sends the request to a server, retrying idempotent body-less requests on another server
@@ -540,10 +540,14 @@ fn classify_connect(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
                 io::ErrorKind::TimedOut => return ConnectFailure::Timeout,
                 _ => {}
             }
-            if let Some(inner) = io.get_ref() {
-                if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            // hyper-rustls wraps tokio-rustls' io::Error (which holds the rustls::Error) in
+            // another io::Error, and io::Error hides its payload from `source()`.
+            let mut inner = io.get_ref();
+            while let Some(i) = inner {
+                if let Some(tls) = i.downcast_ref::<rustls::Error>() {
                     return tls_kind(tls);
                 }
+                inner = i.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
             }
         }
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
