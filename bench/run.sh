@@ -71,6 +71,7 @@ machine_facts() {
   echo "- load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'); HAProxy: $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}');" \
     "wrk: $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); Gatehouse: $GH_VERSION"
+  echo "- repo HEAD: $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown) (the binary may come from a different tree)"
   echo "- settings: REPEATS=$REPEATS DURATION=${DURATION}s WARMUP=${WARMUP}s wrk -t$WRK_THREADS -c$CONNS," \
     "proxy on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU, NICE=$NICE"
 }
@@ -185,6 +186,16 @@ run_one() {
 }
 
 # --- main --------------------------------------------------------------------------
+# Run a copy of the Gatehouse binary: others may rebuild it while we measure.
+snapshot_gatehouse() {
+  local v
+  cp "$GATEHOUSE_BIN" "$WORK/gatehouse"
+  v=$("$WORK/gatehouse" version 2>&1 | head -1 || true)
+  GH_VERSION="${v:-(\`gatehouse version\` printed nothing)}, $GATEHOUSE_BIN built $(date -r "$GATEHOUSE_BIN" '+%F %T'),"
+  GH_VERSION+=" sha256 $(sha256sum "$WORK/gatehouse" | cut -c1-12)"
+  GATEHOUSE_BIN=$WORK/gatehouse
+}
+
 # NICE<0 also needs its own scheduler autogroup: with autogroups on (Linux
 # default), CPU is shared per session first and plain nice only ranks our own
 # processes against each other. Re-run in a new session and lower that group's nice.
@@ -209,7 +220,7 @@ main() {
   ensure_packages
   boost_priority "$@"
   WORK=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
-  trap 'stop_all; rm -rf "$WORK"' EXIT
+  trap 'stop_all || true; rm -rf "$WORK"' EXIT
   trap 'exit 130' INT TERM
 
   mkdir -p "$RESULTS_DIR"
@@ -226,10 +237,6 @@ main() {
     declare -F "proxy_start_$px" >/dev/null || die "unknown proxy '$px'"
     if "proxy_available_$px"; then
       active+=("$px")
-      if [[ $px == gatehouse ]]; then
-        GH_VERSION=$("$GATEHOUSE_BIN" version 2>&1 | head -1 || true)
-        GH_VERSION="${GH_VERSION:-(\`gatehouse version\` printed nothing)} at $GATEHOUSE_BIN"
-      fi
     else
       log "skipping $px"
       missing+=("$px")
@@ -237,6 +244,7 @@ main() {
   done
   ((${#active[@]} > 0)) || die "nothing to run"
 
+  if [[ " ${active[*]} " == *" gatehouse "* ]]; then snapshot_gatehouse; fi
   if [[ $SCENARIOS == *tls* ]]; then make_cert; fi
   start_upstream
   log "origin nginx on 127.0.0.1:$UPSTREAM_PORT (pid $UPSTREAM_PID, CPU $LOAD_CPU); results -> $TSV"

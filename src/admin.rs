@@ -80,11 +80,11 @@ fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<serde_jso
     (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }
 
-/// `Err` is the response to send when the caller is not the admin.
-fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal to send when the caller is not the admin; `None` lets the call through.
+fn refusal(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
     let active = gw.active();
     let Some(expected) = active.snapshot.admin.as_ref().and_then(|a| a.token.as_deref()) else {
-        return Err(problem(
+        return Some(problem(
             StatusCode::FORBIDDEN,
             "admin-token-missing",
             "mutations are disabled: set admin.token in the config",
@@ -97,19 +97,22 @@ fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
+        None
     } else {
-        Err(problem(
+        let mut denied = problem(
             StatusCode::UNAUTHORIZED,
             "admin-unauthorized",
             "a valid admin token is required (Authorization: Bearer …)",
             None,
-        ))
+        );
+        // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+        denied.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        Some(denied)
     }
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&gw, &headers) {
+    if let Some(r) = refusal(&gw, &headers) {
         return r;
     }
     match gw.reload().await {

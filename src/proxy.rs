@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -21,7 +22,8 @@ use crate::observe::access_log::LogRecord;
 use crate::observe::RequestTail;
 use crate::policy::{Outcome, PolicyCx};
 use crate::respond::{Layer, Problem};
-use crate::route::Lookup;
+use crate::route::{Lookup, Route};
+use crate::upstream::balance::Balance;
 use crate::server::Active;
 use crate::upstream::{Outbound, UpstreamError};
 
@@ -31,14 +33,21 @@ pub struct ConnInfo {
     pub local_port: u16,
     pub tls: bool,
     pub shared: Arc<ConnShared>,
+    /// Forwarding-header strings for this peer, built once per connection.
+    pub forwarded: edge::Peer,
 }
 
-/// Facts gathered along the way, for the response headers and the access log.
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local_port: u16, tls: bool, shared: Arc<ConnShared>) -> ConnInfo {
+        ConnInfo { peer, local_port, tls, shared, forwarded: edge::Peer::new(peer.ip(), tls) }
+    }
+}
+
+/// Facts gathered along the way, for the access log. Names stay behind `Arc`s until a log line
+/// actually needs them.
 #[derive(Default)]
 struct Trace {
-    api: Option<String>,
-    operation: Option<String>,
-    backend: Option<String>,
+    route: Option<Arc<Route>>,
     layer: Option<Layer>,
     policy: Option<&'static str>,
     upstream_status: Option<u16>,
@@ -48,26 +57,22 @@ struct Trace {
 }
 
 /// The hyper service.
-pub async fn handle(
-    active: Arc<Active>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(active: Arc<Active>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
-    let wall = SystemTime::now();
     let snap = &active.snapshot;
     let peer_trusted = snap.edge.trusted.contains(conn.peer.ip());
     let request_id = edge::request_id(req.headers(), peer_trusted);
-    let client_ip = edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted);
     let mut tail = RequestTail::new(conn.shared.clone());
 
     // What the access log needs of the request, taken before the request is consumed.
     let log_head = active.access_log.as_ref().map(|_| LogHead {
+        wall: SystemTime::now(),
+        client_ip: edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted),
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
         query: req.uri().query().map(str::to_owned),
         version: req.version(),
-        host: host_of(&req).map(str::to_owned),
+        host: host_of(&req).and_then(|h| h.to_str().ok().map(|h| strip_port(h).to_owned())),
         headers: active
             .log_request_headers
             .iter()
@@ -83,21 +88,20 @@ pub async fn handle(
             if problem.policy.is_some() {
                 trace.policy = problem.policy;
             }
-            problem.into_response(&request_id)
+            problem.into_response(request_id.to_str().unwrap_or("-"))
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(edge::X_REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(edge::X_REQUEST_ID, request_id.clone());
 
     if let (Some(log), Some(head)) = (&active.access_log, log_head) {
         let edge_done = trace.edge_done.unwrap_or(started);
+        let route = trace.route.as_deref();
         let record = LogRecord {
-            client_ip,
+            client_ip: head.client_ip,
             peer_port: conn.peer.port(),
             local_port: conn.local_port,
-            server_name: head.host.as_deref().map(strip_port).unwrap_or("-").to_owned(),
-            time: wall,
+            server_name: head.host.unwrap_or_else(|| "-".to_owned()),
+            time: head.wall,
             method: head.method,
             path: head.path,
             query: head.query,
@@ -112,12 +116,12 @@ pub async fn handle(
                 .filter_map(|n| resp.headers().get(n).map(|v| (n.clone(), v.clone())))
                 .collect(),
             user: None,
-            request_id,
-            api: trace.api,
-            operation: trace.operation,
+            request_id: request_id.to_str().unwrap_or("-").to_owned(),
+            api: route.map(|r| r.api.name.clone()),
+            operation: route.and_then(|r| r.operation.clone()),
             product: None,
             subscription: None,
-            backend: trace.backend,
+            backend: if trace.time_backend.is_some() { route.and_then(|r| r.api.backend.clone()) } else { None },
             layer: trace.layer.map(Layer::as_str),
             policy: trace.policy.map(str::to_owned),
             upstream_status: trace.upstream_status,
@@ -132,6 +136,8 @@ pub async fn handle(
 }
 
 struct LogHead {
+    wall: SystemTime,
+    client_ip: std::net::IpAddr,
     method: http::Method,
     path: String,
     query: Option<String>,
@@ -140,8 +146,12 @@ struct LogHead {
     headers: HeaderMap,
 }
 
-fn host_of<B>(req: &Request<B>) -> Option<&str> {
-    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+/// The Host header, or the :authority of an HTTP/2 request.
+fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -155,7 +165,7 @@ async fn serve(
     active: &Active,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
-    request_id: &str,
+    request_id: &HeaderValue,
     peer_trusted: bool,
     trace: &mut Trace,
 ) -> Result<Response<ResponseBody>, Problem> {
@@ -197,12 +207,12 @@ async fn serve(
             ));
         }
     }
-    let raw_path = req.uri().path();
-    let path = edge::normalize::normalize_path(raw_path)
-        .map_err(|why| Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why))?
-        .into_owned();
-    let raw_host = host_of(&req).map(str::to_owned);
-    let host = raw_host.as_deref().map(strip_port);
+    // A cheap clone (shared bytes) so the normalised path can borrow from it past `into_parts`.
+    let uri = req.uri().clone();
+    let path = edge::normalize::normalize_path(uri.path())
+        .map_err(|why| Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why))?;
+    let raw_host = host_of(&req);
+    let host = raw_host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
 
     // Route.
     let route = match snap.routes.lookup(host, &path, req.method()) {
@@ -222,14 +232,18 @@ async fn serve(
             return Err(Problem::edge(StatusCode::NOT_FOUND, "no-route", "no API matches this host and path"))
         }
     };
-    trace.api = Some(route.api.name.clone());
-    trace.operation = route.operation.clone();
+    trace.route = Some(route.clone());
     trace.edge_done = Some(Instant::now());
 
     // Policies (inbound).
     if !route.chain.inbound.is_empty() {
         let t = Instant::now();
-        let cx = PolicyCx { method: req.method(), path: &path, headers: req.headers(), request_id };
+        let cx = PolicyCx {
+            method: req.method(),
+            path: &path,
+            headers: req.headers(),
+            request_id: request_id.to_str().unwrap_or("-"),
+        };
         for policy in &route.chain.inbound {
             if let Outcome::Respond(resp) = policy.on_request(&cx) {
                 trace.policy = Some(policy.kind());
@@ -242,14 +256,8 @@ async fn serve(
 
     // Upstream.
     let Some(backend_name) = route.api.backend.as_deref() else {
-        return Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no-backend",
-            Layer::Gateway,
-            "the route has no backend",
-        ));
+        return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no-backend", Layer::Gateway, "the route has no backend"));
     };
-    trace.backend = Some(backend_name.to_owned());
     let Some(backend) = active.upstreams.backends.get(backend_name) else {
         return Err(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -264,14 +272,18 @@ async fn serve(
 
     let rest = {
         let tail = &path[route.api.prefix.len().min(path.len())..];
-        match req.uri().query() {
-            Some(q) => format!("{tail}?{q}"),
-            None => tail.to_owned(),
+        let query = uri.query();
+        let mut rest = Vec::with_capacity(tail.len() + query.map_or(0, |q| q.len() + 1));
+        rest.extend_from_slice(tail.as_bytes());
+        if let Some(q) = query {
+            rest.push(b'?');
+            rest.extend_from_slice(q.as_bytes());
         }
+        Bytes::from(rest)
     };
     let hash_key = match &backend.spec.balance {
-        crate::upstream::balance::Balance::HashHeader(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
-        crate::upstream::balance::Balance::HashClientIp => {
+        Balance::HashHeader(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
+        Balance::HashClientIp => {
             Some(edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted).to_string().into_bytes())
         }
         _ => None,
@@ -289,19 +301,15 @@ async fn serve(
         }
     }
     if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+        if let Some(h) = &raw_host {
+            parts.headers.insert(header::HOST, h.clone());
         }
     }
     edge::set_forwarding_headers(
         &mut parts.headers,
-        &Downstream { peer: conn.peer.ip(), peer_trusted, tls: conn.tls, host: raw_host.as_deref() },
+        &Downstream { peer: &conn.forwarded, peer_trusted, host: raw_host.as_ref() },
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(edge::X_REQUEST_ID, v);
-    }
+    parts.headers.insert(edge::X_REQUEST_ID, request_id.clone());
     let body = if http_body::Body::is_end_stream(&body) {
         UpstreamBody::empty()
     } else {
@@ -368,36 +376,40 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[s..e.max(s)]
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("http2-settings"),
-];
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || matches!(n.as_str(), "keep-alive" | "proxy-connection" | "http2-settings")
+}
 
 /// RFC 9110 §7.6.1: hop-by-hop fields and every field the `Connection` header names are removed.
-/// Framing and Host are never removed this way: the gateway sets those itself.
+/// Framing and Host are never removed this way: the gateway sets those itself. One pass over the
+/// field names; nothing is allocated unless something must go.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if is_hop_by_hop(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if doomed.is_empty() {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
+        let named = h
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|c| *c == b','))
             .filter_map(|t| HeaderName::from_bytes(trim(t)).ok())
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH);
+        doomed.extend(named);
     }
-    for n in &HOP_BY_HOP {
-        if h.contains_key(n) {
-            h.remove(n);
-        }
+    for n in doomed {
+        h.remove(n);
     }
 }
 

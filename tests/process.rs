@@ -62,29 +62,11 @@ impl Drop for Proc {
     }
 }
 
-/// Drops terminal colour codes (ESC [ … letter), in case a log line carries them.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn collect(pipe: impl std::io::Read + Send + 'static, lines: Lines) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            lines.lock().expect("lines").push(strip_ansi(&line));
+            lines.lock().expect("lines").push(line);
         }
     })
 }
@@ -142,7 +124,10 @@ impl Proc {
     async fn wait_stderr(&mut self, from: usize, within: Duration, pred: impl Fn(&str) -> bool) -> (usize, String) {
         let deadline = Instant::now() + within;
         loop {
-            let found = self.stderr_lines().into_iter().enumerate().skip(from).find(|(_, l)| pred(l));
+            let found = {
+                let lines = self.stderr.lock().expect("lines");
+                lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)).map(|(i, l)| (i, l.clone()))
+            };
             if let Some(hit) = found {
                 return hit;
             }
@@ -151,7 +136,7 @@ impl Proc {
                 tokio::time::sleep(Duration::from_millis(50)).await; // let the readers catch up
                 panic!("no matching stderr line (exited: {exited:?}); stderr:\n{}", self.stderr_text());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -284,10 +269,8 @@ impl Cfg {
     }
 
     fn yaml(&self) -> String {
-        let mut y = format!(
-            "runtime: {{ {} }}\nlisteners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\n",
-            self.runtime
-        );
+        let mut y =
+            format!("runtime: {{ {} }}\nlisteners:\n  - {{ name: main, bind: \"127.0.0.1:0\" }}\n", self.runtime);
         if self.extra_listener {
             y.push_str("  - { name: second, bind: \"127.0.0.1:0\" }\n");
         }
@@ -366,6 +349,7 @@ fn client() -> Client {
 struct Got {
     status: StatusCode,
     content_type: String,
+    www_authenticate: Option<String>,
     body: String,
 }
 
@@ -389,7 +373,9 @@ async fn try_send(client: &Client, req: Request<Full<Bytes>>, within: Duration) 
         .to_bytes();
     let content_type =
         parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    Ok(Got { status: parts.status, content_type, body: String::from_utf8_lossy(&body).into_owned() })
+    let www_authenticate =
+        parts.headers.get(http::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(Got { status: parts.status, content_type, www_authenticate, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Got {
@@ -445,11 +431,7 @@ async fn start(dir: &ConfigDir, env: &[(&str, &str)]) -> (Proc, SocketAddr) {
 async fn sighup(p: &mut Proc) -> String {
     let from = p.stderr_lines().len();
     p.signal(libc::SIGHUP);
-    let (_, line) = p
-        .wait_stderr(from, SOON, |l| {
-            l.contains("Config reloaded.") || l.contains("keeps serving")
-        })
-        .await;
+    let (_, line) = p.wait_stderr(from, SOON, |l| l.contains("Config reloaded.") || l.contains("keeps serving")).await;
     line
 }
 
@@ -658,6 +640,37 @@ async fn run_serves_and_reloads_on_sighup() {
     p.signal(libc::SIGTERM);
     let status = p.wait_exit(SOON).await.expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", p.stderr_text());
+    // stderr is a pipe here, as under systemd or docker: plain text, no colour codes.
+    assert!(!p.stderr_text().contains('\u{1b}'), "ANSI escapes in piped logs:\n{}", p.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_as_soon_as_listening_reloads() {
+    // A deploy script may signal as soon as the port answers: by then SIGHUP must be handled
+    // (its default action kills the process).
+    let b = backend(Duration::ZERO).await;
+    let mut cfg = Cfg::new(b.addr);
+    let dir = ConfigDir::new(&cfg.yaml());
+    cfg.extra_api = Some(EXTRA_API);
+    dir.write(&cfg.yaml());
+    let mut p = dir.run(&[]);
+    p.wait_stderr(0, SOON, |l| l.contains("Listening.")).await;
+    p.signal(libc::SIGHUP);
+    let (_, line) = p.wait_stderr(0, SOON, |l| l.contains("Config reloaded.")).await;
+    assert!(line.contains("generation=2"), "{line}");
+    assert!(matches!(p.child.try_wait(), Ok(None)), "killed by SIGHUP:\n{}", p.stderr_text());
+}
+
+#[test]
+fn check_prints_compiler_warnings() {
+    let dir = ConfigDir::new(
+        "listeners: [ { name: main, bind: \"127.0.0.1:8080\" } ]\nbackends:\n  b:\n    servers: [ { url: \"https://127.0.0.1:9443\" } ]\n    tls: { verify: false }\napis:\n  api: { path: /api, backend: b }\n",
+    );
+    let path = dir.path();
+    let (code, stdout, stderr) = cli(&["check", "-c", path.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok ("), "{stdout}");
+    assert!(stderr.contains("WARN") && stderr.contains("backends.b.tls.verify: false"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,6 +694,7 @@ async fn admin_health_ready_and_reload() {
         let denied = post(admin, "/reload", token).await;
         assert_eq!(denied.status, 401, "{}", denied.body);
         assert_eq!(denied.content_type, "application/problem+json");
+        assert_eq!(denied.www_authenticate.as_deref(), Some("Bearer"));
         let v = denied.json();
         assert_eq!(v["status"], 401);
         assert_eq!(v["type"], "urn:gatehouse:error:admin-unauthorized");
@@ -963,6 +977,10 @@ async fn run_with_an_invalid_config_exits_with_1() {
     let status = p.wait_exit(SOON).await.unwrap_or_else(|| panic!("still running:\n{}", p.stderr_text()));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(status.code(), Some(1), "{}", p.stderr_text());
-    let located = format!("{}:{} apis.extra.backend: unknown backend `missing`", dir.path().display(), position_of(&cfg.yaml(), "missing"));
+    let located = format!(
+        "{}:{} apis.extra.backend: unknown backend `missing`",
+        dir.path().display(),
+        position_of(&cfg.yaml(), "missing")
+    );
     assert!(p.stderr_text().contains(&located), "{located:?} in:\n{}", p.stderr_text());
 }

@@ -5,20 +5,29 @@
 //! starts. Everything hyper would accept leniently or resolve silently is refused here with a
 //! problem+json response and a closed connection: both Content-Length and Transfer-Encoding,
 //! duplicate or malformed Content-Length, any coding but a lone `chunked`, bare LF or CR,
-//! obs-fold, NUL, malformed chunk lines. It also owns the header-read deadline (408), the
+//! obs-fold, NUL, malformed chunk lines, framing header names spelled with `_`, an absolute-form
+//! target whose authority disagrees with Host. It also owns the header-read deadline (408), the
 //! keep-alive idle timeout, and the head limits (414, 431) and declared body limit (413), so
 //! those answers are ours rather than hyper's bare ones.
 //!
 //! Invariant: hyper never sees a head byte the guard has not validated, so an ambiguous request
 //! never reaches routing, policies or a backend. HTTP/2 (prior knowledge or ALPN) is passed
 //! through untouched: h2 framing has no such ambiguity and hyper's h2 limits apply.
+//!
+//! Order on the wire is kept: a refused head that follows requests still being answered waits
+//! (EOF is withheld from hyper) until their responses are complete, so the client gets every
+//! earlier answer and then ours. An upgrade request is held until earlier responses are written,
+//! and the bytes after it stay guarded until its own answer shows `101`: a refused upgrade
+//! leaves the connection in HTTP/1 with the guard still in front (Pingora CVE-2026-2833). A body
+//! that turns out malformed after hyper has its head ends hyper's read with EOF instead: hyper
+//! and the proxy answer that request themselves, so the guard adds no second response.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -34,6 +43,8 @@ pub const MAX_HEADERS: usize = 256;
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// What a response that switches protocols starts with (hyper answers HTTP/1.1 upgrades in 1.1).
+const SWITCHING: &[u8; 12] = b"HTTP/1.1 101";
 
 /// Limits the guard enforces; copied from the active snapshot when the connection is accepted.
 #[derive(Debug, Clone)]
@@ -50,7 +61,50 @@ pub struct GuardLimits {
 #[derive(Default)]
 pub struct ConnShared {
     /// Requests whose response has not finished; the idle timeout never closes a busy connection.
-    pub in_flight: AtomicUsize,
+    pub in_flight: InFlight,
+}
+
+/// The requests of one connection: how many are being answered, how many have finished.
+///
+/// `fetch_add`, `fetch_sub` and `load` behave as on an `AtomicUsize` (a request's tail adds one
+/// when the request starts and subtracts one when its response is done). A finished request
+/// also wakes the guard if it is waiting for earlier responses to be complete.
+#[derive(Default)]
+pub struct InFlight {
+    now: AtomicUsize,
+    finished: AtomicUsize,
+    waker: parking_lot::Mutex<Option<Waker>>,
+}
+
+impl InFlight {
+    pub fn fetch_add(&self, n: usize, order: Ordering) -> usize {
+        self.now.fetch_add(n, order)
+    }
+
+    pub fn fetch_sub(&self, n: usize, order: Ordering) -> usize {
+        let before = self.now.fetch_sub(n, order);
+        self.finished.fetch_add(n, Ordering::AcqRel);
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+        before
+    }
+
+    pub fn load(&self, order: Ordering) -> usize {
+        self.now.load(order)
+    }
+
+    /// Requests whose response is complete, since the connection opened.
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    fn wake_on_finish(&self, waker: &Waker) {
+        let mut slot = self.waker.lock();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
 }
 
 /// Called once when the guard refuses a request, so the rejection reaches the access log.
@@ -63,9 +117,15 @@ enum State {
     /// Content-Length body: bytes left.
     Body(u64),
     Chunked(Chunk),
-    /// HTTP/2, or an HTTP/1 upgrade: bytes are no longer HTTP/1 requests.
+    /// A validated upgrade request head of this many bytes (leading empty lines included), held
+    /// until every earlier response is written, so the next status line hyper writes answers it.
+    UpgradeHold(usize),
+    /// The upgrade request is with hyper; the client's further bytes wait until the answer's
+    /// status line shows whether the connection switches protocols.
+    UpgradeAwait,
+    /// HTTP/2, or an HTTP/1 upgrade answered with 101: bytes are no longer HTTP/1 requests.
     Passthrough,
-    /// A rejection is queued; reads return EOF.
+    /// A rejection is queued; reads return EOF (once earlier responses are complete).
     Rejected,
 }
 
@@ -77,25 +137,44 @@ enum Chunk {
     Trailers(usize),
 }
 
+/// Everything the guard tracks besides the stream itself.
+struct Core {
+    buf: BytesMut,
+    // Bytes at the front of `buf` already validated and ready for hyper.
+    ready: usize,
+    state: State,
+    limits: GuardLimits,
+    shared: Arc<ConnShared>,
+    on_reject: Option<RejectHook>,
+    sleep: Pin<Box<Sleep>>,
+    // True while the deadline is the header deadline (408); false while it is the idle one.
+    head_started: bool,
+    // `finished` requests when the idle deadline was last armed: a response that completed since
+    // restarts the idle period instead of closing right after it.
+    idle_mark: usize,
+    first_request: bool,
+    // Request heads handed to hyper; each gets exactly one response.
+    released: usize,
+    // `finished` requests as of the last completed flush: their bytes have all been written.
+    flushed: usize,
+    // EOF is withheld until this many requests are finished (their answers precede ours).
+    reject_after: usize,
+    reject: Option<Vec<u8>>,
+    reject_written: usize,
+    eof: bool,
+    // The start of the answer to an upgrade request, as written.
+    probe: [u8; 12],
+    probe_len: usize,
+    // The reader waiting for an upgrade's answer or for a flush.
+    read_waker: Option<Waker>,
+}
+
 pin_project_lite::pin_project! {
     /// See the module documentation.
     pub struct H1Guard<S> {
         #[pin]
         inner: S,
-        buf: BytesMut,
-        // Bytes at the front of `buf` already validated and ready for hyper.
-        ready: usize,
-        state: State,
-        limits: GuardLimits,
-        shared: Arc<ConnShared>,
-        on_reject: Option<RejectHook>,
-        sleep: Pin<Box<Sleep>>,
-        // True while the deadline is the header deadline (408); false while it is the idle one.
-        head_started: bool,
-        first_request: bool,
-        reject: Option<Vec<u8>>,
-        reject_written: usize,
-        eof: bool,
+        core: Core,
     }
 }
 
@@ -111,18 +190,27 @@ impl<S> H1Guard<S> {
         let deadline = Instant::now() + limits.header_timeout;
         H1Guard {
             inner,
-            buf: BytesMut::new(),
-            ready: 0,
-            state: if h2 { State::Passthrough } else { State::Head },
-            limits,
-            shared,
-            on_reject,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            head_started: false,
-            first_request: true,
-            reject: None,
-            reject_written: 0,
-            eof: false,
+            core: Core {
+                buf: BytesMut::new(),
+                ready: 0,
+                state: if h2 { State::Passthrough } else { State::Head },
+                limits,
+                shared,
+                on_reject,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                head_started: false,
+                idle_mark: 0,
+                first_request: true,
+                released: 0,
+                flushed: 0,
+                reject_after: 0,
+                reject: None,
+                reject_written: 0,
+                eof: false,
+                probe: [0; 12],
+                probe_len: 0,
+                read_waker: None,
+            },
         }
     }
 
@@ -141,98 +229,124 @@ enum Step {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
+        let this = self.project();
+        let mut inner = this.inner;
+        let g = this.core;
         loop {
-            if *this.ready > 0 {
-                let n = (*this.ready).min(out.remaining());
-                out.put_slice(&this.buf[..n]);
-                this.buf.advance(n);
-                *this.ready -= n;
+            if g.ready > 0 {
+                let n = g.ready.min(out.remaining());
+                out.put_slice(&g.buf[..n]);
+                g.buf.advance(n);
+                g.ready -= n;
                 return Poll::Ready(Ok(()));
             }
-            match *this.state {
-                State::Rejected => return Poll::Ready(Ok(())),
-                State::Passthrough if this.buf.is_empty() => return this.inner.as_mut().poll_read(cx, out),
-                State::Body(n) if this.buf.is_empty() && (out.remaining() as u64) <= n => {
+            match g.state {
+                State::Rejected => {
+                    if g.shared.in_flight.finished() >= g.reject_after {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Earlier requests are still being answered: EOF now would make hyper drop
+                    // them. Wait until they are finished.
+                    g.shared.in_flight.wake_on_finish(cx.waker());
+                    if g.shared.in_flight.finished() < g.reject_after {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+                State::UpgradeHold(len) => {
+                    if g.quiet() {
+                        g.ready += len;
+                        g.released += 1;
+                        g.probe_len = 0;
+                        g.state = State::UpgradeAwait;
+                        continue;
+                    }
+                    g.read_waker = Some(cx.waker().clone());
+                    g.shared.in_flight.wake_on_finish(cx.waker());
+                    if g.quiet() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                State::UpgradeAwait => {
+                    // Woken by the write side once the answer's status line is out.
+                    g.read_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                State::Passthrough if g.buf.is_empty() => return inner.as_mut().poll_read(cx, out),
+                State::Body(n) if g.buf.is_empty() && (out.remaining() as u64) <= n => {
                     // Large bodies go straight into hyper's buffer without a copy.
                     let before = out.filled().len();
-                    ready!(this.inner.as_mut().poll_read(cx, out))?;
+                    ready!(inner.as_mut().poll_read(cx, out))?;
                     let got = (out.filled().len() - before) as u64;
                     if got == 0 {
                         return Poll::Ready(Ok(()));
                     }
-                    *this.state = if got == n { State::Head } else { State::Body(n - got) };
-                    if *this.state == State::Head {
-                        arm_idle(&mut this.sleep, this.limits, this.head_started);
+                    g.state = if got == n { State::Head } else { State::Body(n - got) };
+                    if g.state == State::Head {
+                        g.arm_idle();
                     }
                     return Poll::Ready(Ok(()));
                 }
                 _ => {}
             }
-            let step = judge(
-                this.buf,
-                this.ready,
-                this.state,
-                this.limits,
-                this.reject,
-                this.on_reject.as_ref(),
-                this.head_started,
-                this.first_request,
-                &mut this.sleep,
-            );
-            if let Step::Progress = step {
+            if let Step::Progress = g.judge() {
                 continue;
             }
-            if *this.eof {
-                if *this.state == State::Head && !this.buf.is_empty() {
+            if g.eof {
+                if g.state == State::Head && !g.buf.is_empty() {
                     // The client closed in the middle of a head: nothing to answer.
-                    this.buf.clear();
+                    g.buf.clear();
                 }
                 return Poll::Ready(Ok(()));
             }
             // Need more bytes.
-            if this.buf.capacity() - this.buf.len() < 1024 {
-                this.buf.reserve(READ_CHUNK);
+            if g.buf.capacity() - g.buf.len() < 1024 {
+                g.buf.reserve(READ_CHUNK);
             }
-            match tokio_util::io::poll_read_buf(this.inner.as_mut(), cx, this.buf) {
+            match tokio_util::io::poll_read_buf(inner.as_mut(), cx, &mut g.buf) {
                 Poll::Ready(Ok(0)) => {
-                    *this.eof = true;
+                    g.eof = true;
                     continue;
                 }
                 Poll::Ready(Ok(_)) => {
-                    if *this.state == State::Head && !*this.head_started {
-                        *this.head_started = true;
-                        let deadline = Instant::now() + this.limits.header_timeout;
-                        this.sleep.as_mut().reset(deadline);
+                    if g.state == State::Head && !g.head_started {
+                        g.head_started = true;
+                        let deadline = Instant::now() + g.limits.header_timeout;
+                        g.sleep.as_mut().reset(deadline);
                     }
                     continue;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if *this.state != State::Head {
+                    if g.state != State::Head {
                         return Poll::Pending;
                     }
-                    if std::future::Future::poll(this.sleep.as_mut(), cx).is_pending() {
+                    if std::future::Future::poll(g.sleep.as_mut(), cx).is_pending() {
                         return Poll::Pending;
                     }
-                    if *this.head_started {
+                    if g.head_started {
                         let problem = Problem::edge(
                             StatusCode::REQUEST_TIMEOUT,
                             "header-timeout",
                             "the request head did not arrive within edge.limits.header_timeout",
                         );
-                        queue_reject(this.reject, this.state, this.on_reject.as_ref(), problem);
+                        g.refuse_head(problem);
                         continue;
                     }
-                    if this.shared.in_flight.load(Ordering::Acquire) > 0 {
-                        // A response is still streaming on this connection: not idle.
-                        let deadline = Instant::now() + this.limits.idle_timeout;
-                        this.sleep.as_mut().reset(deadline);
+                    let finished = g.shared.in_flight.finished();
+                    if g.shared.in_flight.load(Ordering::Acquire) > 0 || finished != g.idle_mark {
+                        // A response is still streaming on this connection, or one finished
+                        // since the deadline was set: not idle for a whole period yet.
+                        g.idle_mark = finished;
+                        let deadline = Instant::now() + g.limits.idle_timeout;
+                        g.sleep.as_mut().reset(deadline);
                         continue;
                     }
                     // Idle keep-alive connection: close quietly, as nginx does.
-                    *this.eof = true;
-                    *this.state = State::Rejected;
+                    g.eof = true;
+                    g.state = State::Rejected;
+                    g.reject_after = 0;
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -240,95 +354,140 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
     }
 }
 
-fn arm_idle(sleep: &mut Pin<Box<Sleep>>, limits: &GuardLimits, head_started: &mut bool) {
-    *head_started = false;
-    sleep.as_mut().reset(Instant::now() + limits.idle_timeout);
-}
-
-fn queue_reject(reject: &mut Option<Vec<u8>>, state: &mut State, hook: Option<&RejectHook>, problem: Problem) {
-    let request_id = crate::edge::new_request_id();
-    if let Some(hook) = hook {
-        hook(&problem, &request_id);
+impl Core {
+    fn arm_idle(&mut self) {
+        self.head_started = false;
+        self.idle_mark = self.shared.in_flight.finished();
+        self.sleep.as_mut().reset(Instant::now() + self.limits.idle_timeout);
     }
-    *reject = Some(problem.to_http1_bytes(&request_id));
-    *state = State::Rejected;
-}
 
-#[allow(clippy::too_many_arguments)]
-fn judge(
-    buf: &mut BytesMut,
-    ready: &mut usize,
-    state: &mut State,
-    limits: &GuardLimits,
-    reject: &mut Option<Vec<u8>>,
-    hook: Option<&RejectHook>,
-    head_started: &mut bool,
-    first_request: &mut bool,
-    sleep: &mut Pin<Box<Sleep>>,
-) -> Step {
-    let pending = &buf[*ready..];
-    if pending.is_empty() {
-        return Step::More;
+    /// Every request hyper was given is answered and its bytes are written.
+    fn quiet(&self) -> bool {
+        self.shared.in_flight.finished() >= self.released && self.flushed >= self.released
     }
-    match *state {
-        State::Rejected => Step::More,
-        State::Passthrough => {
-            *ready = buf.len();
-            Step::Progress
+
+    /// Refuses the next request head: our answer follows the answers hyper still owes.
+    fn refuse_head(&mut self, problem: Problem) {
+        let request_id = crate::edge::new_request_id();
+        if let Some(hook) = &self.on_reject {
+            hook(&problem, &request_id);
         }
-        State::Body(n) => {
-            let take = (pending.len() as u64).min(n);
-            *ready += take as usize;
-            *state = if take == n { State::Head } else { State::Body(n - take) };
-            if *state == State::Head {
-                arm_idle(sleep, limits, head_started);
+        self.reject = Some(problem.to_http1_bytes(&request_id));
+        self.reject_after = self.released;
+        self.state = State::Rejected;
+    }
+
+    /// Refuses the body of a request hyper already has: its read ends (EOF, an incomplete body)
+    /// and hyper answers that request itself, so no bytes of ours are queued.
+    fn refuse_body(&mut self, detail: &str) {
+        tracing::debug!(detail, "Refused a malformed request body; closing the connection.");
+        self.reject = None;
+        self.reject_after = 0;
+        self.state = State::Rejected;
+    }
+
+    /// Watches the answer to an upgrade request as hyper writes it.
+    fn wrote(&mut self, written: &[u8]) {
+        if self.state != State::UpgradeAwait || written.is_empty() {
+            return;
+        }
+        let take = (self.probe.len() - self.probe_len).min(written.len());
+        self.probe[self.probe_len..self.probe_len + take].copy_from_slice(&written[..take]);
+        self.probe_len += take;
+        if self.probe_len < self.probe.len() {
+            return;
+        }
+        if &self.probe == SWITCHING {
+            self.state = State::Passthrough;
+        } else {
+            // Refused: the connection stays HTTP/1 and what follows is judged as a request.
+            self.state = State::Head;
+            self.arm_idle();
+        }
+        if let Some(waker) = self.read_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Judges buffered bytes in the current state.
+    fn judge(&mut self) -> Step {
+        if self.buf.len() <= self.ready {
+            return Step::More;
+        }
+        match self.state {
+            State::Rejected | State::UpgradeHold(_) | State::UpgradeAwait => Step::More,
+            State::Passthrough => {
+                self.ready = self.buf.len();
+                Step::Progress
             }
-            Step::Progress
-        }
-        State::Chunked(chunk) => match judge_chunk(pending, chunk) {
-            Ok((used, next)) => {
-                if used == 0 && next == State::Chunked(chunk) {
-                    return Step::More;
-                }
-                *ready += used;
-                *state = next;
-                if next == State::Head {
-                    arm_idle(sleep, limits, head_started);
+            State::Body(n) => {
+                let take = ((self.buf.len() - self.ready) as u64).min(n);
+                self.ready += take as usize;
+                self.state = if take == n { State::Head } else { State::Body(n - take) };
+                if self.state == State::Head {
+                    self.arm_idle();
                 }
                 Step::Progress
             }
-            Err(detail) => {
-                let problem = Problem::edge(StatusCode::BAD_REQUEST, "bad-framing", detail);
-                queue_reject(reject, state, hook, problem);
-                Step::Progress
-            }
-        },
-        State::Head => {
-            if *first_request && pending.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(pending) {
-                return Step::More;
-            }
-            if *first_request && pending.starts_with(H2_PREFACE) {
-                *state = State::Passthrough;
-                *ready = buf.len();
-                return Step::Progress;
-            }
-            // RFC 9112 §2.2: ignore at least one empty line before a request-line.
-            let skip = leading_crlf(pending);
-            match judge_head(&pending[skip..], limits) {
-                Ok(None) => Step::More,
-                Ok(Some((head_len, next))) => {
-                    *first_request = false;
-                    *ready += skip + head_len;
-                    *state = next;
+            State::Chunked(chunk) => match judge_chunk(&self.buf[self.ready..], chunk) {
+                Ok((used, next)) => {
+                    if used == 0 && next == State::Chunked(chunk) {
+                        return Step::More;
+                    }
+                    self.ready += used;
+                    self.state = next;
                     if next == State::Head {
-                        arm_idle(sleep, limits, head_started);
+                        self.arm_idle();
                     }
                     Step::Progress
                 }
-                Err(problem) => {
-                    queue_reject(reject, state, hook, problem);
+                Err(detail) => {
+                    self.refuse_body(detail);
                     Step::Progress
                 }
+            },
+            State::Head => self.judge_head_state(),
+        }
+    }
+
+    fn judge_head_state(&mut self) -> Step {
+        let pending = &self.buf[self.ready..];
+        if self.first_request && pending.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(pending) {
+            return Step::More;
+        }
+        if self.first_request && pending.starts_with(H2_PREFACE) {
+            self.state = State::Passthrough;
+            self.ready = self.buf.len();
+            return Step::Progress;
+        }
+        // RFC 9112 §2.2: ignore at least one empty line before a request-line; but not an
+        // endless stream of them, which would otherwise all be buffered.
+        let skip = leading_crlf(pending);
+        if skip > self.limits.header_bytes {
+            self.refuse_head(bad("too many empty lines before the request line"));
+            return Step::Progress;
+        }
+        match judge_head(&pending[skip..], &self.limits) {
+            Ok(None) => Step::More,
+            Ok(Some((head_len, State::Passthrough))) => {
+                // An upgrade: handed to hyper only once the connection is quiet (see `UpgradeHold`).
+                self.first_request = false;
+                self.state = State::UpgradeHold(skip + head_len);
+                Step::Progress
+            }
+            Ok(Some((head_len, next))) => {
+                self.first_request = false;
+                self.ready += skip + head_len;
+                self.released += 1;
+                self.state = next;
+                if next == State::Head {
+                    self.arm_idle();
+                }
+                Step::Progress
+            }
+            Err(problem) => {
+                self.refuse_head(problem);
+                Step::Progress
             }
         }
     }
@@ -352,6 +511,8 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     let mut line_start = 0usize;
     let mut lines = 0usize;
     let mut end = None;
+    // Where the header section starts (just after the request line).
+    let mut fields_start = 0usize;
     for nl in memchr::memchr_iter(b'\n', b) {
         if nl == 0 || b[nl - 1] != b'\r' {
             return Err(bad("bare LF in the request head"));
@@ -365,6 +526,7 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
                     "the request target is longer than edge.limits.uri_bytes",
                 ));
             }
+            fields_start = nl + 1;
         } else if line.is_empty() {
             end = Some(nl + 1);
             break;
@@ -389,7 +551,7 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
                 "the request target is longer than edge.limits.uri_bytes",
             ));
         }
-        if b.len() > limits.header_bytes + limits.uri_bytes + 32 {
+        if lines > 0 && b.len() - fields_start > limits.header_bytes {
             return Err(Problem::edge(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
@@ -462,15 +624,33 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     if !(origin_form || absolute_form || (target == "*" && method == "OPTIONS")) {
         return Err(bad("the request target must be an absolute path"));
     }
+    // RFC 9112 §3.2.2: an absolute-form target names the host; it must be a plain authority
+    // (no userinfo) and agree with Host, so routing cannot read one while something else reads
+    // the other.
+    let target_authority = if absolute_form {
+        let after = &target[target.find("://").map_or(0, |i| i + 3)..];
+        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        if !valid_host(authority.as_bytes()) {
+            return Err(bad("invalid authority in the request target"));
+        }
+        Some(authority)
+    } else {
+        None
+    };
 
     let mut content_length: Option<u64> = None;
     let mut cl_count = 0;
     let mut te_count = 0;
     let mut te_chunked = false;
     let mut host_count = 0;
+    let mut host: &[u8] = b"";
     let mut upgrade = false;
     for h in req.headers.iter() {
         let name = h.name;
+        if name.contains('_') && (underscore_spelling(name, "content-length") || underscore_spelling(name, "transfer-encoding")) {
+            // CGI-style backends read `Transfer_Encoding` as `Transfer-Encoding`.
+            return Err(bad("a framing header name spelled with `_`"));
+        }
         if name.eq_ignore_ascii_case("content-length") {
             cl_count += 1;
             content_length = Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
@@ -479,7 +659,8 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
             te_chunked = trim_ows(h.value).eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case("host") {
             host_count += 1;
-            if !valid_host(h.value) {
+            host = trim_ows(h.value);
+            if !valid_host(host) {
                 return Err(bad("invalid Host header"));
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -507,6 +688,11 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     if http11 && host_count != 1 {
         return Err(bad("an HTTP/1.1 request needs exactly one Host header"));
     }
+    if let Some(authority) = target_authority {
+        if host_count > 0 && !authority.as_bytes().eq_ignore_ascii_case(host) {
+            return Err(bad("the request target's authority and Host differ"));
+        }
+    }
     if let Some(len) = content_length {
         if len > limits.body_bytes {
             return Err(Problem::edge(
@@ -526,6 +712,15 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
         State::Head
     };
     Ok(Some((head_len, next)))
+}
+
+/// `name` is `canonical` with at least one `-` written as `_` (case-insensitive).
+fn underscore_spelling(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -644,7 +839,10 @@ fn valid_chunk_ext(ext: &[u8]) -> bool {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, data)
+        let this = self.project();
+        let n = ready!(this.inner.poll_write(cx, data))?;
+        this.core.wrote(&data[..n.min(data.len())]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -652,31 +850,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H1Guard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let n = ready!(this.inner.poll_write_vectored(cx, bufs))?;
+        let g = this.core;
+        if g.state == State::UpgradeAwait {
+            let mut left = n;
+            for b in bufs {
+                if left == 0 || g.state != State::UpgradeAwait {
+                    break;
+                }
+                let take = left.min(b.len());
+                g.wrote(&b[..take]);
+                left -= take;
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes after writing everything it buffered: the responses finished so far are
+    /// then fully on their way, which an upgrade request waits for.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let finished = this.core.shared.in_flight.finished();
+        ready!(this.inner.poll_flush(cx))?;
+        let g = this.core;
+        if finished > g.flushed {
+            g.flushed = finished;
+            if let Some(waker) = g.read_waker.take() {
+                waker.wake();
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// hyper shuts the connection down once it saw our EOF; a queued rejection is written first.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
-        if let Some(bytes) = this.reject.as_ref() {
-            while *this.reject_written < bytes.len() {
-                let n = ready!(this.inner.as_mut().poll_write(cx, &bytes[*this.reject_written..]))?;
+        let this = self.project();
+        let mut inner = this.inner;
+        let g = this.core;
+        if let Some(bytes) = g.reject.as_ref() {
+            while g.reject_written < bytes.len() {
+                let n = ready!(inner.as_mut().poll_write(cx, &bytes[g.reject_written..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                *this.reject_written += n;
+                g.reject_written += n;
             }
-            ready!(this.inner.as_mut().poll_flush(cx))?;
+            ready!(inner.as_mut().poll_flush(cx))?;
         }
-        this.inner.poll_shutdown(cx)
+        inner.poll_shutdown(cx)
     }
 }
 
@@ -733,6 +959,16 @@ mod tests {
         assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), Err(431));
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n"), Err(0));
         assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), Err(405));
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n"), Err(400));
+        assert_eq!(status("POST / HTTP/1.1\r\nHost: a\r\ncontent_length: 5\r\n\r\n"), Err(400));
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX_Other: 1\r\n\r\n"), Ok(State::Head));
+        assert_eq!(status("GET http://a/x HTTP/1.1\r\nHost: A\r\n\r\n"), Ok(State::Head));
+        assert_eq!(status("GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(status("GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        // An unfinished head is refused as soon as its fields exceed the limit.
+        assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "v".repeat(1100))), Err(431));
+        assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "v".repeat(900))), Err(0));
+        assert_eq!(status(&format!("GET /{}", "a".repeat(200))), Err(414));
         assert_eq!(
             status("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
             Ok(State::Passthrough)

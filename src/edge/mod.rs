@@ -22,9 +22,26 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// A fresh request id: 128 random bits in hex.
+/// A fresh request id: 128 random bits in lower-case hex.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let mut out = [0u8; 32];
+    hex128(rand::random::<u128>(), &mut out);
+    // Hex digits are ASCII.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex128(v: u128, out: &mut [u8; 32]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in v.to_be_bytes().iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
+fn new_request_id_value() -> HeaderValue {
+    let mut out = [0u8; 32];
+    hex128(rand::random::<u128>(), &mut out);
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `edge.trusted_proxies`, compiled.
@@ -79,68 +96,94 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
 }
 
 /// The request id: a trusted proxy's `X-Request-Id` when it is sane, else a new one.
-pub fn request_id(headers: &HeaderMap, peer_trusted: bool) -> String {
+/// Returned as a header value so it is shared (not copied) between request, response and log.
+pub fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue {
     if peer_trusted {
         if let Some(v) = headers.get(&X_REQUEST_ID) {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-                if let Ok(s) = v.to_str() {
-                    return s.to_owned();
-                }
+                return v.clone();
             }
         }
     }
-    new_request_id()
+    new_request_id_value()
+}
+
+/// Per-connection strings for the forwarding headers, built once when the connection opens.
+pub struct Peer {
+    pub ip: IpAddr,
+    /// The peer address as an `X-Forwarded-For` value.
+    pub xff: HeaderValue,
+    /// `for=ADDR;proto=SCHEME`, the start of this hop's `Forwarded` element.
+    pub forwarded: String,
+    pub tls: bool,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr, tls: bool) -> Peer {
+        let ip = canonical(ip);
+        let text = ip.to_string();
+        let for_value = match ip {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        let proto = if tls { "https" } else { "http" };
+        Peer {
+            ip,
+            xff: HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded: format!("for={for_value};proto={proto}"),
+            tls,
+        }
+    }
 }
 
 /// What the forwarding headers describe about the downstream connection.
 pub struct Downstream<'a> {
-    pub peer: IpAddr,
+    pub peer: &'a Peer,
     pub peer_trusted: bool,
-    pub tls: bool,
-    pub host: Option<&'a str>,
+    /// The request's Host (or :authority), as received.
+    pub host: Option<&'a HeaderValue>,
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the backend. Inbound values survive
 /// only from a trusted peer, which the gateway then appends to (X-Forwarded-For, Forwarded).
+/// On the common path (untrusted client) this costs one allocation: the `Forwarded` value.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
-    let peer = canonical(d.peer);
-    let proto = if d.tls { "https" } else { "http" };
-    let peer_str = peer.to_string();
-
-    let xff = match (d.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => format!("{prev}, {peer_str}"),
-        _ => peer_str.clone(),
-    };
-    put(headers, X_FORWARDED_FOR, &xff);
-
+    let peer = d.peer;
+    match (d.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => put(headers, X_FORWARDED_FOR, &format!("{prev}, {}", peer.ip)),
+        _ => {
+            headers.insert(X_FORWARDED_FOR, peer.xff.clone());
+        }
+    }
     if !(d.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        put(headers, X_FORWARDED_PROTO, proto);
+        let proto = if peer.tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
+        headers.insert(X_FORWARDED_PROTO, proto);
     }
     if !(d.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match d.host {
-            Some(h) => put(headers, X_FORWARDED_HOST, h),
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
     }
-
-    let for_value = match peer {
-        IpAddr::V4(_) => peer_str,
-        IpAddr::V6(_) => format!("\"[{peer_str}]\""),
-    };
-    let mut element = format!("for={for_value};proto={proto}");
-    if let Some(h) = d.host {
+    let host = d.host.and_then(|h| h.to_str().ok()).filter(|h| !h.contains(['"', '\\']));
+    let prev = if d.peer_trusted { joined(headers, &FORWARDED) } else { None };
+    let mut element = String::with_capacity(prev.as_ref().map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len));
+    if let Some(prev) = &prev {
+        element.push_str(prev);
+        element.push_str(", ");
+    }
+    element.push_str(&peer.forwarded);
+    if let Some(h) = host {
         element.push_str(";host=\"");
         element.push_str(h);
         element.push('"');
     }
-    let forwarded = match (d.peer_trusted, joined(headers, &FORWARDED)) {
-        (true, Some(prev)) => format!("{prev}, {element}"),
-        _ => element,
-    };
-    put(headers, FORWARDED, &forwarded);
+    put(headers, FORWARDED, &element);
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -175,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_are_hex() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("from-proxy"));
+        assert_eq!(request_id(&h, true), "from-proxy");
+        assert_ne!(request_id(&h, false), "from-proxy");
+    }
+
+    #[test]
     fn client_ip_believes_only_trusted_peers() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"));
@@ -205,7 +259,8 @@ mod tests {
 
         let mut h2 = HeaderMap::new();
         h2.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        let d = Downstream { peer: "10.0.0.1".parse().expect("ip"), peer_trusted: true, tls: true, host: None };
+        let peer = Peer::new("10.0.0.1".parse().expect("ip"), true);
+        let d = Downstream { peer: &peer, peer_trusted: true, host: None };
         set_forwarding_headers(&mut h2, &d);
         assert_eq!(h2[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
     }

@@ -168,7 +168,7 @@ async fn run_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo { peer, local_port, tls, shared });
+    let info = Arc::new(ConnInfo::new(peer, local_port, tls, shared));
     let builder = active.http.clone();
     drop(active);
     // Each request reads the snapshot that is active when it arrives: keep-alive connections

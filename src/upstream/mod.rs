@@ -324,8 +324,8 @@ impl UpstreamError {
 pub struct Outbound {
     pub parts: Parts,
     pub body: UpstreamBody,
-    /// Path and query after the API prefix, starting with `/` (or empty).
-    pub rest: String,
+    /// Path and query after the API prefix, starting with `/` or `?` (or empty).
+    pub rest: bytes::Bytes,
     pub hash_key: Option<Vec<u8>>,
 }
 
@@ -375,32 +375,33 @@ impl Backend {
         }
     }
 
-    fn uri(&self, server: &ServerSpec, rest: &str) -> Result<Uri, http::Error> {
-        let mut pq = String::with_capacity(server.base_path.len() + rest.len() + 1);
-        pq.push_str(&server.base_path);
-        if rest.is_empty() || rest.starts_with('?') {
-            if server.base_path.is_empty() {
-                pq.push('/');
-            }
-            pq.push_str(rest);
+    fn uri(&self, server: &ServerSpec, rest: &bytes::Bytes) -> Result<Uri, http::Error> {
+        let pq = if server.base_path.is_empty() && rest.first() == Some(&b'/') {
+            // The common case: no base path, so the request's own bytes are reused.
+            PathAndQuery::from_maybe_shared(rest.clone())?
         } else {
-            pq.push_str(rest);
-        }
-        let pq = PathAndQuery::try_from(pq)?;
-        Uri::builder()
-            .scheme(server.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(pq)
-            .build()
+            let mut pq = Vec::with_capacity(server.base_path.len() + rest.len() + 1);
+            pq.extend_from_slice(server.base_path.as_bytes());
+            if (rest.is_empty() || rest.first() == Some(&b'?')) && server.base_path.is_empty() {
+                pq.push(b'/');
+            }
+            pq.extend_from_slice(rest);
+            PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq))?
+        };
+        Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build()
     }
 
     /// Sends the request to a server, retrying idempotent body-less requests on another server
     /// when a connection fails or a configured status comes back, within the retry budget.
     pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
         let Outbound { parts, body, rest, hash_key } = out;
+        let parts_method = parts.method;
         let now_s = self.registry.now_ms() / 1000;
         self.budget.on_request(now_s);
-        let retryable = idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let retryable = idempotent(&parts_method) && http_body::Body::is_end_stream(&body);
+        // Headers are cloned per attempt only when another attempt is possible at all.
+        let may_retry = retryable && self.spec.retry.attempts > 1 && self.servers.len() > 1;
+        let mut headers = Some(parts.headers);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
         let mut attempt = 0u32;
@@ -413,10 +414,13 @@ impl Backend {
             tried.push(i);
             let server = &self.spec.servers[i];
             let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
-            *req.method_mut() = parts.method.clone();
+            *req.method_mut() = parts_method.clone();
             *req.uri_mut() =
                 self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
-            *req.headers_mut() = parts.headers.clone();
+            *req.headers_mut() = match (&headers, may_retry) {
+                (Some(h), true) => h.clone(),
+                _ => headers.take().unwrap_or_default(),
+            };
             *req.version_mut() = http::Version::HTTP_11;
             if !self.spec.preserve_host || self.spec.protocol == Protocol::Http2 {
                 req.headers_mut().remove(http::header::HOST);

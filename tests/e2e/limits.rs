@@ -14,12 +14,14 @@ fn limits_config(addr: SocketAddr, limits: &str) -> String {
 
 /// Sends on a fresh connection; expects exactly one edge problem with `status`, then a close.
 async fn expect_status(addr: SocketAddr, bytes: &[u8], status: u16) {
+    let case = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
     let (responses, closed, rest) = one_shot(addr, bytes).await;
-    assert_eq!(responses.len(), 1, "{:?} (unparsed {rest:?})", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(responses.len(), 1, "{case:?}: {statuses:?} (unparsed {rest:?})");
     let r = &responses[0];
-    r.check_problem(&[status]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r.header("connection"), Some("close"));
-    assert!(closed, "the connection stayed open");
+    r.check_problem(&[status]).unwrap_or_else(|e| panic!("{case:?}: {e}"));
+    assert_eq!(r.header("connection"), Some("close"), "{case:?}");
+    assert!(closed, "{case:?}: the connection stayed open");
 }
 
 /// Sends on a fresh connection and expects a 200 from the backend.
@@ -111,10 +113,13 @@ async fn chunked_body_over_the_limit_is_refused() {
     let b = backend().await;
     let g = gateway(&limits_config(b.addr, "body_bytes: 100")).await;
     let chunk = format!("3c\r\n{}\r\n", "a".repeat(60));
-    // 120 bytes in two chunks, in one write and chunk by chunk.
+    let head = "POST /api/big HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let follow = "GET /api/after HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n";
+    // 120 bytes in two chunks, in one write and chunk by chunk; a request follows on the same
+    // connection. The answer is 413 (or a closed connection); if the gateway keeps the
+    // connection, it knew where the body ended and serves the next request.
     for split in [false, true] {
         let mut c = Conn::open(g.addr).await;
-        let head = "POST /api/big HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n";
         if split {
             c.send(head.as_bytes()).await;
             for _ in 0..2 {
@@ -122,23 +127,31 @@ async fn chunked_body_over_the_limit_is_refused() {
                 c.send(chunk.as_bytes()).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            c.send(b"0\r\n\r\n").await;
+            c.send(format!("0\r\n\r\n{follow}").as_bytes()).await;
         } else {
-            c.send(format!("{head}{chunk}{chunk}0\r\n\r\n").as_bytes()).await;
+            c.send(format!("{head}{chunk}{chunk}0\r\n\r\n{follow}").as_bytes()).await;
         }
-        let r = c.response(WAIT).await;
-        if let Some(r) = &r {
+        if let Some(r) = c.response(WAIT).await {
             r.check_problem(&[413]).unwrap_or_else(|e| panic!("split {split}: {e}"));
+            if let Some(next) = c.response(WAIT).await {
+                assert_eq!(next.status, 200, "split {split}: {}", next.text());
+                assert_eq!(next.text(), "backend saw GET /after");
+            }
         }
         assert!(c.closed_within(WAIT).await, "split {split}: the connection stayed open");
     }
     // Within the limit, chunked passes.
-    expect_ok(g.addr, format!("POST /api/small HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n").as_bytes())
-        .await;
+    expect_ok(
+        g.addr,
+        format!("POST /api/small HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n").as_bytes(),
+    )
+    .await;
     settle().await;
     for s in b.requests() {
-        assert!(s.uri == "/small" || s.body.is_empty(), "the backend got a body over the limit: {} {}", s.uri, s.body.len());
+        let complete = s.uri == "/small" || s.uri == "/after" || s.body.is_empty();
+        assert!(complete, "the backend got a body over the limit: {} {}", s.uri, s.body.len());
     }
+    assert!(b.requests().iter().any(|s| s.uri == "/small" && s.body.len() == 60));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ mod support;
 
 mod core;
 mod framing;
+mod h2abuse;
 mod limits;
 mod tls;
 mod upstream;
