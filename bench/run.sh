@@ -200,12 +200,22 @@ snapshot_gatehouse() {
 # default), CPU is shared per session first and plain nice only ranks our own
 # processes against each other. Re-run in a new session and lower that group's nice.
 boost_priority() {
+  local child rc=0
   [[ $NICE == 0 ]] && return 0
-  if [[ -z ${BENCH_SESSION:-} ]]; then
-    BENCH_SESSION=1 exec setsid --wait "$0" "$@"
+  if [[ -z ${BENCH_SESSION:-} ]]; then # parent: run the harness in a new session, forward signals
+    BENCH_SESSION=1 setsid "$0" "$@" &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
+    while :; do
+      if wait "$child"; then rc=0; else rc=$?; fi
+      kill -0 "$child" 2>/dev/null || break
+    done
+    exit "$rc"
   fi
-  if [[ -w /proc/self/autogroup ]]; then
-    echo "$NICE" >/proc/self/autogroup 2>/dev/null || log "could not set autogroup nice $NICE"
+  if echo "$NICE" 2>/dev/null >/proc/self/autogroup; then
+    log "running in a new session, autogroup $(cut -d' ' -f1,3 /proc/self/autogroup)"
+  else
+    log "could not set the autogroup's nice to $NICE (not root?); process nice only"
   fi
 }
 

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::observe::RequestTail;
+use crate::upstream::pool::Checkin;
 
 /// Errors a proxied body can end with.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,7 @@ pin_project_lite::pin_project! {
     #[project = InnerProj]
     enum Inner {
         Full { data: Option<Bytes> },
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, checkin: Option<Checkin> },
     }
 }
 
@@ -51,7 +52,12 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming) -> Self {
-        ResponseBody { inner: Inner::Upstream { body }, tail: None }
+        ResponseBody { inner: Inner::Upstream { body, checkin: None }, tail: None }
+    }
+
+    /// A backend's body whose HTTP/1.1 connection returns to the pool when the body ends.
+    pub fn pooled(body: Incoming, checkin: Option<Checkin>) -> Self {
+        ResponseBody { inner: Inner::Upstream { body, checkin }, tail: None }
     }
 
     /// Attaches the per-request tail; it is finished when this body is dropped.
@@ -68,7 +74,21 @@ impl Body for ResponseBody {
         let this = self.project();
         let polled = match this.inner.project() {
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            InnerProj::Upstream { body } => body.poll_frame(cx),
+            InnerProj::Upstream { mut body, checkin } => {
+                let polled = body.as_mut().poll_frame(cx);
+                // Only a body read to its very end leaves the connection reusable.
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    if let Some(c) = checkin.take() {
+                        c.give_back();
+                    }
+                }
+                polled
+            }
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(tail)) = (&polled, this.tail.as_mut()) {
             if let Some(d) = frame.data_ref() {
@@ -81,14 +101,14 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full { data } => data.is_none(),
-            Inner::Upstream { body } => body.is_end_stream(),
+            Inner::Upstream { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Inner::Upstream { body } => body.size_hint(),
+            Inner::Upstream { body, .. } => body.size_hint(),
         }
     }
 }

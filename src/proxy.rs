@@ -330,6 +330,7 @@ async fn serve(
         }
     };
     let mut response = answer.response;
+    let checkin = answer.checkin;
     trace.upstream_status = Some(response.status().as_u16());
     if response.status().is_server_error() {
         // The backend's own error passes through untouched; the log still says where it came from.
@@ -351,7 +352,9 @@ async fn serve(
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    // After a refused upgrade the connection is not reused (see above); otherwise it is.
+    let checkin = if upgrade { None } else { checkin };
+    Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
@@ -388,28 +391,49 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 
 /// RFC 9110 §7.6.1: hop-by-hop fields and every field the `Connection` header names are removed.
 /// Framing and Host are never removed this way: the gateway sets those itself. One pass over the
-/// field names; nothing is allocated unless something must go.
+/// field names finds what is present; nothing is allocated.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut present = 0u8;
     for name in h.keys() {
         if is_hop_by_hop(name) {
-            doomed.push(name.clone());
+            present |= 1;
+            if name == header::CONNECTION {
+                present |= 2;
+            }
         }
     }
-    if doomed.is_empty() {
+    if present == 0 {
         return;
     }
-    if h.contains_key(header::CONNECTION) {
-        let named = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|c| *c == b','))
-            .filter_map(|t| HeaderName::from_bytes(trim(t)).ok())
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH);
-        doomed.extend(named);
+    if present & 2 != 0 {
+        // Remove the fields that Connection nominates, then Connection itself.
+        while let Some(value) = h.get(header::CONNECTION).cloned() {
+            h.remove(header::CONNECTION);
+            for token in value.as_bytes().split(|c| *c == b',') {
+                let token = trim(token);
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case(b"close")
+                    || token.eq_ignore_ascii_case(b"keep-alive") && !h.contains_key("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    if name != header::HOST && name != header::CONTENT_LENGTH {
+                        h.remove(name);
+                    }
+                }
+            }
+        }
     }
-    for n in doomed {
-        h.remove(n);
+    for name in [header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
+        if h.contains_key(&name) {
+            h.remove(name);
+        }
+    }
+    for name in ["keep-alive", "proxy-connection", "http2-settings"] {
+        if h.contains_key(name) {
+            h.remove(name);
+        }
     }
 }
 

@@ -77,19 +77,96 @@ pub struct RouteTable {
     wildcard_hosts: Vec<(String, matchit::Router<Slot>)>,
     any_host: matchit::Router<Slot>,
     len: usize,
+    apis: usize,
 }
 
 impl std::fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RouteTable({} routes)", self.len)
+        write!(f, "RouteTable({} APIs, {} routes)", self.apis, self.len)
     }
 }
 
-/// Collects routes, then builds the trees; conflicts are reported with the route that clashed.
+/// A method and pattern that a route was added with.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// `None`: any method.
+    pub method: Option<Method>,
+    /// The pattern as given to [`RouteTableBuilder::add`].
+    pub pattern: String,
+    pub route: Arc<Route>,
+}
+
+/// Why a route could not be added.
+#[derive(Debug, Clone)]
+pub enum ConflictKind {
+    /// The same method and pattern were added before by `0`.
+    Duplicate(Claim),
+    /// The pattern overlaps one added before in a way the router cannot tell apart (a
+    /// `{param}` and a catch-all at the same position, or the same pattern with other parameter
+    /// names); `None` when that route could not be identified.
+    Overlap(Option<Claim>),
+    /// The pattern itself is not valid (the router's reason).
+    Invalid(String),
+}
+
+/// A route that could not be added, and why. The route that was there first is never the one
+/// reported: conflicts are always reported against the route added later.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// `None` for routes on any host; otherwise `api.example.com` or `*.example.com`.
+    pub host: Option<String>,
+    pub claim: Claim,
+    pub kind: ConflictKind,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = |m: &Option<Method>| m.as_ref().map_or_else(|| "(any method) ".into(), |m| format!("{m} "));
+        let c = &self.claim;
+        write!(f, "route {}{}", method(&c.method), display_pattern(&c.pattern))?;
+        match &self.kind {
+            ConflictKind::Duplicate(prev) => write!(f, " is also defined by {}", describe(&prev.route))?,
+            ConflictKind::Overlap(Some(prev)) => write!(
+                f,
+                " overlaps {}{} of {}",
+                method(&prev.method),
+                display_pattern(&prev.pattern),
+                describe(&prev.route)
+            )?,
+            ConflictKind::Overlap(None) => f.write_str(" overlaps another route")?,
+            ConflictKind::Invalid(why) => write!(f, " is not a valid route: {why}")?,
+        }
+        match &self.host {
+            Some(h) => write!(f, " (host {h})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A pattern in the user's terms: catch-alls (`{*rest}`) are written `*`.
+pub fn display_pattern(pattern: &str) -> String {
+    match pattern.rfind("{*") {
+        Some(i) if pattern.ends_with('}') => format!("{}*", &pattern[..i]),
+        _ => pattern.to_owned(),
+    }
+}
+
+/// The routes of one host key, in the order their patterns were first added.
+#[derive(Default)]
+struct PendingHost {
+    order: Vec<String>,
+    slots: HashMap<String, (Claim, Slot)>,
+}
+
+/// Collects routes, then builds the trees. Every conflict is kept with the route that was there
+/// first; patterns go into the trees in the order they were added, so that is also the route an
+/// overlap is reported against.
 #[derive(Default)]
 pub struct RouteTableBuilder {
-    // host key ("" = any, ".x" = wildcard, "x" = exact) -> path -> slot
-    pending: HashMap<String, HashMap<String, Slot>>,
+    // host key ("" = any, ".x" = wildcard, "x" = exact) -> pattern -> slot
+    pending: HashMap<String, PendingHost>,
+    conflicts: Vec<Conflict>,
+    apis: std::collections::HashSet<*const Api>,
 }
 
 /// The pattern matchit sees for a public path template.
@@ -107,13 +184,17 @@ pub fn join_template(prefix: &str, template: &str) -> Vec<String> {
 
 impl RouteTableBuilder {
     /// Adds a route for every host in `hosts` (any host when empty). `method` None = any method.
+    ///
+    /// A pattern already added with the same method (or both any) is a conflict: it is kept for
+    /// [`RouteTableBuilder::build`] to return, and the first one is also returned here.
     pub fn add(
         &mut self,
         hosts: &[String],
         pattern: &str,
         method: Option<Method>,
         route: Arc<Route>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Conflict> {
+        self.apis.insert(Arc::as_ptr(&route.api));
         let keys: Vec<String> = if hosts.is_empty() {
             vec![String::new()]
         } else {
@@ -125,54 +206,99 @@ impl RouteTableBuilder {
                 })
                 .collect()
         };
+        let claim = Claim { method: method.clone(), pattern: pattern.to_owned(), route: route.clone() };
+        let mut first = None;
         for key in keys {
-            let slot = self.pending.entry(key).or_default().entry(pattern.to_owned()).or_default();
+            let host = self.pending.entry(key.clone()).or_default();
+            let (_, slot) = host.slots.entry(pattern.to_owned()).or_insert_with(|| {
+                host.order.push(pattern.to_owned());
+                (claim.clone(), Slot::default())
+            });
+            let prev = match &method {
+                None => slot.any.as_ref(),
+                Some(m) => slot.methods.iter().find(|(pm, _)| pm == m).map(|(_, r)| r),
+            };
+            if let Some(prev) = prev {
+                let prev = Claim { method: method.clone(), pattern: pattern.to_owned(), route: prev.clone() };
+                let conflict = Conflict { host: host_name(&key), claim: claim.clone(), kind: ConflictKind::Duplicate(prev) };
+                first.get_or_insert_with(|| conflict.clone());
+                self.conflicts.push(conflict);
+                continue;
+            }
             match &method {
-                None => {
-                    if let Some(prev) = &slot.any {
-                        return Err(format!("route {pattern} (any method) is also defined by {}", describe(prev)));
-                    }
-                    slot.any = Some(route.clone());
-                }
-                Some(m) => {
-                    if let Some((_, prev)) = slot.methods.iter().find(|(pm, _)| pm == m) {
-                        return Err(format!("route {m} {pattern} is also defined by {}", describe(prev)));
-                    }
-                    slot.methods.push((m.clone(), route.clone()));
-                }
+                None => slot.any = Some(route.clone()),
+                Some(m) => slot.methods.push((m.clone(), route.clone())),
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
-    pub fn build(self) -> Result<RouteTable, Vec<String>> {
-        let mut table = RouteTable::default();
-        let mut errors = Vec::new();
-        for (host, paths) in self.pending {
+    /// Builds the table, or returns every conflict (those [`RouteTableBuilder::add`] found, then
+    /// those the trees found), each against the route that was there first.
+    pub fn build(self) -> Result<RouteTable, Vec<Conflict>> {
+        let mut table = RouteTable { apis: self.apis.len(), ..RouteTable::default() };
+        let mut conflicts = self.conflicts;
+        for (key, mut pending) in self.pending {
             let mut router = matchit::Router::new();
-            let mut keys: Vec<_> = paths.into_iter().collect();
-            keys.sort_by(|a, b| a.0.cmp(&b.0));
-            for (path, slot) in keys {
+            // Pattern -> the claim that created it, for the patterns already in `router`.
+            let mut inserted: Vec<(String, Claim)> = Vec::with_capacity(pending.order.len());
+            let mut index: HashMap<String, usize> = HashMap::with_capacity(pending.order.len());
+            for pattern in pending.order {
+                let Some((claim, slot)) = pending.slots.remove(&pattern) else { continue };
                 table.len += slot.methods.len() + usize::from(slot.any.is_some());
-                if let Err(e) = router.insert(path.clone(), slot) {
-                    errors.push(format!("route {path} conflicts with another route: {e}"));
+                match router.insert(pattern.clone(), slot) {
+                    Ok(()) => {
+                        index.insert(pattern.clone(), inserted.len());
+                        inserted.push((pattern, claim));
+                    }
+                    Err(e) => {
+                        let kind = match e {
+                            matchit::InsertError::Conflict { with } => {
+                                let prev = index.get(&with).map(|&i| &inserted[i]).or_else(|| {
+                                    // The router names a route it rebuilt from its tree; if that
+                                    // is not one of ours verbatim, find the first one that clashes.
+                                    inserted.iter().find(|(p, _)| {
+                                        let mut pair = matchit::Router::new();
+                                        pair.insert(p.as_str(), ()).is_ok() && pair.insert(pattern.as_str(), ()).is_err()
+                                    })
+                                });
+                                ConflictKind::Overlap(prev.map(|(_, c)| c.clone()))
+                            }
+                            other => ConflictKind::Invalid(lowercase_first(&other.to_string())),
+                        };
+                        conflicts.push(Conflict { host: host_name(&key), claim, kind });
+                    }
                 }
             }
-            if host.is_empty() {
+            if key.is_empty() {
                 table.any_host = router;
-            } else if host.starts_with('.') {
-                table.wildcard_hosts.push((host, router));
+            } else if key.starts_with('.') {
+                table.wildcard_hosts.push((key, router));
             } else {
-                table.exact_hosts.insert(host, router);
+                table.exact_hosts.insert(key, router);
             }
         }
         table.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        if errors.is_empty() {
+        if conflicts.is_empty() {
             Ok(table)
         } else {
-            Err(errors)
+            Err(conflicts)
         }
     }
+}
+
+/// A host key as the user wrote it: "" → None, ".example.com" → "*.example.com".
+fn host_name(key: &str) -> Option<String> {
+    match key {
+        "" => None,
+        k if k.starts_with('.') => Some(format!("*{k}")),
+        k => Some(k.to_owned()),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 fn describe(r: &Route) -> String {
@@ -189,6 +315,11 @@ impl RouteTable {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many APIs have routes in this table (`len` counts the method/path variants).
+    pub fn api_count(&self) -> usize {
+        self.apis
     }
 
     /// `host` is the request's host without port, any case.
@@ -273,7 +404,7 @@ mod tests {
     fn duplicate_routes_are_refused() {
         let mut b = RouteTableBuilder::default();
         b.add(&[], "/a", Some(Method::GET), route("one", Some("x"))).expect("add");
-        let err = b.add(&[], "/a", Some(Method::GET), route("two", Some("y"))).expect_err("dup");
+        let err = b.add(&[], "/a", Some(Method::GET), route("two", Some("y"))).expect_err("dup").to_string();
         assert!(err.contains("api `one` operation `x`"), "{err}");
     }
 

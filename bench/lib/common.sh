@@ -142,10 +142,13 @@ wait_port() {
 }
 
 # --- load generation ---------------------------------------------------------
-# run_wrk SECONDS URL OUTFILE: wrk pinned to LOAD_CPU
+# run_wrk SECONDS URL OUTFILE: wrk pinned to LOAD_CPU. Started in the background
+# and waited for, so a Ctrl-C / SIGTERM trap runs at once and stops it too.
 run_wrk() {
-  "${PRIO[@]}" taskset -c "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" \
-    --latency "$2" >"$3" 2>&1 || true
+  : >"$3"
+  spawn "$LOAD_CPU" "$3" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" --latency "$2"
+  wait "$SPAWNED_PID" || true
+  unset "LIVE_PIDS[$SPAWNED_PID]"
 }
 
 # parse_wrk FILE -> "requests rps p50_ms p99_ms socket_errors non2xx"

@@ -20,7 +20,7 @@
 //! Not supported: `#[serde(flatten)]` and internally tagged enums (they bypass the field list, so
 //! unknown keys inside them go unreported). Untagged enums work but only say that no form matched.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
@@ -38,6 +38,8 @@ pub struct Node {
     pub kind: NodeKind,
     pub line: usize,
     pub col: usize,
+    /// A flow collection (`{ … }` or `[ … ]`) rather than a block one.
+    pub flow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +104,8 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
-/// A located config error; `Display` gives `FILE:LINE:COL: PATH: MESSAGE`.
+/// A located config error; `Display` gives `FILE:LINE:COL: PATH: MESSAGE`, or `FILE: PATH: MESSAGE`
+/// when it has no position (`line` 0, e.g. the file cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
@@ -121,7 +124,10 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
+        match self.line {
+            0 => write!(f, "{}: ", self.file)?,
+            line => write!(f, "{}:{}:{}: ", self.file, line, self.col)?,
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
@@ -158,17 +164,20 @@ impl Document {
         let mut errors = Vec::new();
         let mut err = |at, msg: &str| errors.push(ConfigError::new(file, at, &[], msg.into()));
         let (mut stack, mut root) = (Vec::<Frame>::new(), None);
+        let lines: Vec<&str> = text.lines().collect();
         for ev in Parser::new_from_str(text) {
             let (ev, span) = match ev {
                 Ok(x) => x,
                 Err(e) => {
-                    err((e.marker().line(), e.marker().col() + 1), e.info());
+                    let at = (e.marker().line(), e.marker().col() + 1);
+                    let hint = unclosed_hint(&lines, &stack, at.0);
+                    err(at, &format!("{}{hint}", e.info()));
                     break;
                 }
             };
             let (line, col) = (span.start.line(), span.start.col() + 1);
             let is_seq = matches!(ev, Event::SequenceStart(..));
-            let scalar = |value, plain| Node { kind: NodeKind::Scalar { value, plain }, line, col };
+            let scalar = |value, plain| Node { kind: NodeKind::Scalar { value, plain }, line, col, flow: false };
             let node = match ev {
                 Event::DocumentStart(_) if root.is_some() => {
                     err((line, col), "only one YAML document is allowed per file");
@@ -198,7 +207,8 @@ impl Document {
                         true => NodeKind::Seq(vec![]),
                         false => NodeKind::Map(vec![]),
                     };
-                    let (node, seen) = (Node { kind, line, col }, HashMap::new());
+                    let flow = matches!(char_at(&lines, line, col), Some('{' | '['));
+                    let (node, seen) = (Node { kind, line, col, flow }, HashMap::new());
                     stack.push(Frame { node, key: None, seen });
                     continue;
                 }
@@ -234,7 +244,7 @@ impl Document {
             Some(n) if !n.is_null() => n,
             n => {
                 let (line, col) = n.map_or((1, 1), |n| (n.line, n.col));
-                Node { kind: NodeKind::Map(Vec::new()), line, col }
+                Node { kind: NodeKind::Map(Vec::new()), line, col, flow: false }
             }
         };
         Ok(Document { file: file.to_string(), root })
@@ -263,6 +273,22 @@ impl Document {
         Some(self.run(self.get(path)?, path))
     }
 
+    /// Like [`Document::deserialize_at`], but a value that has errors still comes back when
+    /// they could be worked around: a leaf of the wrong type holds its type's default (`0`,
+    /// `""`, an empty list), and a struct field that failed (an invalid size, an unknown enum
+    /// value) holds its serde default. So checks on the rest of the value can still run; they
+    /// must skip the paths that have errors, whose values are stand-ins.
+    ///
+    /// The value is `None` when a required key is missing or failed, or when a list element or
+    /// map entry had to be dropped (the indices of what follows would no longer match the file).
+    /// The outer `None`: there is no node at `path`.
+    pub fn deserialize_at_lenient<T: DeserializeOwned>(
+        &self,
+        path: &[PathSeg],
+    ) -> Option<(Option<T>, Vec<ConfigError>)> {
+        Some(self.run_lenient(self.get(path)?, path))
+    }
+
     /// The entries of the map at `path` as (key, path of the value); empty if it is not a map.
     pub fn map_entries(&self, path: &[PathSeg]) -> Vec<(String, Vec<PathSeg>)> {
         let Some(NodeKind::Map(entries)) = self.get(path).map(|n| &n.kind) else {
@@ -284,9 +310,28 @@ impl Document {
         (node.line, node.col)
     }
 
+    /// Line and column of the *key* of the map entry at `path` (`b` in `a: { b: 1 }`); for a
+    /// list element, or when there is no such entry, the same as [`Document::locate`].
+    pub fn locate_key(&self, path: &[PathSeg]) -> (usize, usize) {
+        if let Some((PathSeg::Key(name), parent)) = path.split_last() {
+            if let Some(NodeKind::Map(entries)) = self.get(parent).map(|n| &n.kind) {
+                if let Some((key, _)) = entries.iter().find(|(k, _)| k.text() == Some(name)) {
+                    return (key.line, key.col);
+                }
+            }
+        }
+        self.locate(path)
+    }
+
     /// A located error for semantic checks done after deserialization.
     pub fn error(&self, path: &[PathSeg], message: impl Into<String>) -> ConfigError {
         ConfigError::new(&self.file, self.locate(path), path, message.into())
+    }
+
+    /// An error about a key itself (unknown, not supported, misplaced): located at the key, as
+    /// the deserializer does for unknown keys, not at its value (the next line for a block value).
+    pub fn error_at_key(&self, path: &[PathSeg], message: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.file, self.locate_key(path), path, message.into())
     }
 
     /// Calls `f` with the path and value of every scalar (map keys excluded), letting it rewrite
@@ -319,26 +364,67 @@ impl Document {
     }
 
     fn run<T: DeserializeOwned>(&self, node: &Node, path: &[PathSeg]) -> Result<T, Vec<ConfigError>> {
-        let (mut poisoned, mut errors) = (HashSet::new(), Vec::new());
+        match self.run_lenient(node, path) {
+            (Some(v), errors) if errors.is_empty() => Ok(v),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// Returns the value of the last run when it succeeded with every list element and map
+    /// entry in place, and all errors (never none when the value is `None`).
+    fn run_lenient<T: DeserializeOwned>(&self, node: &Node, path: &[PathSeg]) -> (Option<T>, Vec<ConfigError>) {
+        let (mut poisoned, mut errors, mut value) = (HashSet::new(), Vec::new(), None);
         for _ in 0..MAX_PASSES {
             let (file, errors_now, failed) = (&self.file, RefCell::default(), RefCell::default());
-            let ctx = Ctx { file, errors: errors_now, poisoned: &poisoned, failed };
+            let ctx = Ctx { file, errors: errors_now, poisoned: &poisoned, failed, dropped: Cell::new(false) };
             let result = De::new(node, path.to_vec(), &ctx).located(PhantomData::<T>);
             errors.extend(ctx.errors.into_inner());
             let failed = ctx.failed.into_inner();
             match result {
-                Ok(v) if errors.is_empty() => return Ok(v),
-                Ok(_) => break,
+                Ok(v) => {
+                    value = (!ctx.dropped.get()).then_some(v);
+                    break;
+                }
                 // Nothing new to skip: another run would fail the same way.
                 Err(_) if failed.iter().all(|n| poisoned.contains(n)) => break,
                 Err(_) => poisoned.extend(failed),
             }
         }
-        if errors.is_empty() {
+        if errors.is_empty() && value.is_none() {
             errors.push(self.error(path, "could not be read"));
         }
         sort_errors(&mut errors);
-        Err(errors)
+        (value, errors)
+    }
+}
+
+/// The character at a 1-based line and column (in characters, as the parser counts them).
+fn char_at(lines: &[&str], line: usize, col: usize) -> Option<char> {
+    lines.get(line.checked_sub(1)?)?.chars().nth(col.checked_sub(1)?)
+}
+
+/// For a syntax error after an unclosed `{` or `[`: ` (the `{` opened at 3:5 is not closed)`.
+/// Given when the error is on a later line that does not continue the collection (the end of
+/// the file, or a line indented no deeper than the one with the bracket), since the parser
+/// reports such an error where it gave up (often as "invalid indentation"), not at the bracket.
+fn unclosed_hint(lines: &[&str], stack: &[Frame], err_line: usize) -> String {
+    let Some((node, bracket)) = stack
+        .iter()
+        .rev()
+        .map(|f| &f.node)
+        .find_map(|n| char_at(lines, n.line, n.col).filter(|c| n.flow && matches!(c, '{' | '[')).map(|c| (n, c)))
+    else {
+        return String::new();
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let moved_on = match lines.get(err_line.wrapping_sub(1)) {
+        None => true,
+        Some(l) if l.trim().is_empty() => true,
+        Some(l) => indent(l) <= lines.get(node.line - 1).map_or(0, |o| indent(o)),
+    };
+    match err_line > node.line && moved_on {
+        true => format!(" (the `{bracket}` opened at {}:{} is not closed)", node.line, node.col),
+        false => String::new(),
     }
 }
 
@@ -445,6 +531,8 @@ struct Ctx<'c> {
     poisoned: &'c HashSet<usize>,
     /// Nodes that failed in this run.
     failed: RefCell<Vec<usize>>,
+    /// A list element or free-form map entry was skipped in this run.
+    dropped: Cell<bool>,
 }
 
 fn addr(node: &Node) -> usize {
@@ -732,6 +820,14 @@ impl<'de> de::Deserializer<'de> for De<'de, '_> {
         match &self.node.kind {
             NodeKind::Seq(items) => self.seq(items, v, false),
             _ if self.node.is_null() => self.seq(&[], v, false),
+            NodeKind::Map(_) => {
+                let hint = match self.node.flow {
+                    true => "for a list of one, write `[ { … } ]`",
+                    false => "start each entry with `- `",
+                };
+                self.record(format!("expected a list, found a map ({hint})"));
+                self.seq(&[], v, true)
+            }
             _ => {
                 self.mismatch("a list", false);
                 self.seq(&[], v, true)
@@ -819,6 +915,7 @@ impl<'de> de::SeqAccess<'de> for SeqAcc<'_, 'de, '_> {
             self.idx += 1;
             if self.de.ctx.poisoned.contains(&addr(item)) {
                 self.skipped = true;
+                self.de.ctx.dropped.set(true);
                 continue;
             }
             return self.de.child(item, PathSeg::Index(self.idx - 1)).located(seed).map(Some);
@@ -851,6 +948,9 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_, 'de, '_> {
             let seg = PathSeg::Key(name.unwrap_or("<complex key>").to_string());
             if [key, value].iter().any(|n| self.de.ctx.poisoned.contains(&addr(n))) {
                 self.skipped.extend(name);
+                if self.fields.is_none() {
+                    self.de.ctx.dropped.set(true);
+                }
                 continue;
             }
             let key_de = self.de.child(key, seg.clone());

@@ -68,12 +68,19 @@ pub struct ConnShared {
 ///
 /// `fetch_add`, `fetch_sub` and `load` behave as on an `AtomicUsize` (a request's tail adds one
 /// when the request starts and subtracts one when its response is done). A finished request
-/// also wakes the guard if it is waiting for earlier responses to be complete.
+/// also wakes the guard if it is waiting for earlier responses to be complete, and restarts the
+/// idle period.
 #[derive(Default)]
 pub struct InFlight {
     now: AtomicUsize,
     finished: AtomicUsize,
-    waker: parking_lot::Mutex<Option<Waker>>,
+    last: parking_lot::Mutex<LastFinish>,
+}
+
+#[derive(Default)]
+struct LastFinish {
+    waker: Option<Waker>,
+    at: Option<Instant>,
 }
 
 impl InFlight {
@@ -84,7 +91,12 @@ impl InFlight {
     pub fn fetch_sub(&self, n: usize, order: Ordering) -> usize {
         let before = self.now.fetch_sub(n, order);
         self.finished.fetch_add(n, Ordering::AcqRel);
-        if let Some(waker) = self.waker.lock().take() {
+        let waker = {
+            let mut last = self.last.lock();
+            last.at = Some(Instant::now());
+            last.waker.take()
+        };
+        if let Some(waker) = waker {
             waker.wake();
         }
         before
@@ -100,10 +112,14 @@ impl InFlight {
     }
 
     fn wake_on_finish(&self, waker: &Waker) {
-        let mut slot = self.waker.lock();
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
+        let mut last = self.last.lock();
+        if !last.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            last.waker = Some(waker.clone());
         }
+    }
+
+    fn last_finish(&self) -> Option<Instant> {
+        self.last.lock().at
     }
 }
 
@@ -149,9 +165,6 @@ struct Core {
     sleep: Pin<Box<Sleep>>,
     // True while the deadline is the header deadline (408); false while it is the idle one.
     head_started: bool,
-    // `finished` requests when the idle deadline was last armed: a response that completed since
-    // restarts the idle period instead of closing right after it.
-    idle_mark: usize,
     first_request: bool,
     // Request heads handed to hyper; each gets exactly one response.
     released: usize,
@@ -199,7 +212,6 @@ impl<S> H1Guard<S> {
                 on_reject,
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
                 head_started: false,
-                idle_mark: 0,
                 first_request: true,
                 released: 0,
                 flushed: 0,
@@ -334,14 +346,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                         g.refuse_head(problem);
                         continue;
                     }
-                    let finished = g.shared.in_flight.finished();
-                    if g.shared.in_flight.load(Ordering::Acquire) > 0 || finished != g.idle_mark {
-                        // A response is still streaming on this connection, or one finished
-                        // since the deadline was set: not idle for a whole period yet.
-                        g.idle_mark = finished;
+                    if g.shared.in_flight.load(Ordering::Acquire) > 0 {
+                        // A response is still streaming on this connection: not idle.
                         let deadline = Instant::now() + g.limits.idle_timeout;
                         g.sleep.as_mut().reset(deadline);
                         continue;
+                    }
+                    if let Some(deadline) = g.shared.in_flight.last_finish().map(|t| t + g.limits.idle_timeout) {
+                        if deadline > Instant::now() {
+                            // Idle counts from the end of the last response.
+                            g.sleep.as_mut().reset(deadline);
+                            continue;
+                        }
                     }
                     // Idle keep-alive connection: close quietly, as nginx does.
                     g.eof = true;
@@ -357,7 +373,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
 impl Core {
     fn arm_idle(&mut self) {
         self.head_started = false;
-        self.idle_mark = self.shared.in_flight.finished();
         self.sleep.as_mut().reset(Instant::now() + self.limits.idle_timeout);
     }
 
@@ -486,7 +501,7 @@ impl Core {
                 Step::Progress
             }
             Err(problem) => {
-                self.refuse_head(problem);
+                self.refuse_head(*problem);
                 Step::Progress
             }
         }
@@ -505,8 +520,32 @@ fn bad(detail: &str) -> Problem {
     Problem::edge(StatusCode::BAD_REQUEST, "bad-request", detail)
 }
 
+fn uri_too_long() -> Box<Problem> {
+    Box::new(Problem::edge(
+        StatusCode::URI_TOO_LONG,
+        "uri-too-long",
+        "the request target is longer than edge.limits.uri_bytes",
+    ))
+}
+
+fn too_many_headers() -> Box<Problem> {
+    Box::new(Problem::edge(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "too-many-headers",
+        "more headers than edge.limits.headers",
+    ))
+}
+
+fn headers_too_large() -> Box<Problem> {
+    Box::new(Problem::edge(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers-too-large",
+        "the request headers exceed edge.limits.header_bytes",
+    ))
+}
+
 /// Judges a complete head, or asks for more bytes. Returns the head length and the body state.
-fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, Problem> {
+fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, Box<Problem>> {
     // Find the end of the head while checking line endings: every LF must follow a CR.
     let mut line_start = 0usize;
     let mut lines = 0usize;
@@ -515,68 +554,48 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     let mut fields_start = 0usize;
     for nl in memchr::memchr_iter(b'\n', b) {
         if nl == 0 || b[nl - 1] != b'\r' {
-            return Err(bad("bare LF in the request head"));
+            return Err(Box::new(bad("bare LF in the request head")));
         }
         let line = &b[line_start..nl - 1];
         if lines == 0 {
             if line.len() > limits.uri_bytes + 32 {
-                return Err(Problem::edge(
-                    StatusCode::URI_TOO_LONG,
-                    "uri-too-long",
-                    "the request target is longer than edge.limits.uri_bytes",
-                ));
+                return Err(uri_too_long());
             }
             fields_start = nl + 1;
         } else if line.is_empty() {
             end = Some(nl + 1);
             break;
         } else if line[0] == b' ' || line[0] == b'\t' {
-            return Err(bad("obsolete line folding in a header"));
+            return Err(Box::new(bad("obsolete line folding in a header")));
         }
         lines += 1;
         if lines > limits.headers + 1 {
-            return Err(Problem::edge(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too-many-headers",
-                "more headers than edge.limits.headers",
-            ));
+            return Err(too_many_headers());
         }
         line_start = nl + 1;
     }
     let Some(head_len) = end else {
         if lines == 0 && b.len() > limits.uri_bytes + 32 {
-            return Err(Problem::edge(
-                StatusCode::URI_TOO_LONG,
-                "uri-too-long",
-                "the request target is longer than edge.limits.uri_bytes",
-            ));
+            return Err(uri_too_long());
         }
         if lines > 0 && b.len() - fields_start > limits.header_bytes {
-            return Err(Problem::edge(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                "the request headers exceed edge.limits.header_bytes",
-            ));
+            return Err(headers_too_large());
         }
         return Ok(None);
     };
     let head = &b[..head_len];
     if memchr::memchr(b'\0', head).is_some() {
-        return Err(bad("NUL byte in the request head"));
+        return Err(Box::new(bad("NUL byte in the request head")));
     }
     // A CR must always be followed by LF (bare CR is a smuggling vector).
     for cr in memchr::memchr_iter(b'\r', head) {
         if head.get(cr + 1) != Some(&b'\n') {
-            return Err(bad("bare CR in the request head"));
+            return Err(Box::new(bad("bare CR in the request head")));
         }
     }
     let request_line_len = memchr::memchr(b'\n', head).unwrap_or(0) + 1;
     if head_len - request_line_len > limits.header_bytes {
-        return Err(Problem::edge(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers-too-large",
-            "the request headers exceed edge.limits.header_bytes",
-        ));
+        return Err(headers_too_large());
     }
 
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS + 1];
@@ -584,45 +603,35 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, head, &mut storage);
     match parsed {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Problem::edge(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too-many-headers",
-                "more headers than edge.limits.headers",
-            ))
-        }
+        Ok(httparse::Status::Partial) => return Err(Box::new(bad("incomplete request head"))),
+        Err(httparse::Error::TooManyHeaders) => return Err(too_many_headers()),
         Err(httparse::Error::Version) => {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 "bad-version",
                 "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served",
-            ))
+            )))
         }
-        Err(e) => return Err(bad(&format!("malformed request head ({e})"))),
+        Err(e) => return Err(Box::new(bad(&format!("malformed request head ({e})")))),
     }
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let http11 = req.version == Some(1);
     if target.len() > limits.uri_bytes {
-        return Err(Problem::edge(
-            StatusCode::URI_TOO_LONG,
-            "uri-too-long",
-            "the request target is longer than edge.limits.uri_bytes",
-        ));
+        return Err(uri_too_long());
     }
     if method == "CONNECT" {
-        return Err(Problem::edge(
+        return Err(Box::new(Problem::edge(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "CONNECT is not served: this is a reverse proxy",
-        ));
+        )));
     }
     let origin_form = target.starts_with('/');
     let absolute_form = target.len() > 8
         && (target[..7].eq_ignore_ascii_case("http://") || target[..8].eq_ignore_ascii_case("https://"));
     if !(origin_form || absolute_form || (target == "*" && method == "OPTIONS")) {
-        return Err(bad("the request target must be an absolute path"));
+        return Err(Box::new(bad("the request target must be an absolute path")));
     }
     // RFC 9112 §3.2.2: an absolute-form target names the host; it must be a plain authority
     // (no userinfo) and agree with Host, so routing cannot read one while something else reads
@@ -631,7 +640,7 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
         let after = &target[target.find("://").map_or(0, |i| i + 3)..];
         let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
         if !valid_host(authority.as_bytes()) {
-            return Err(bad("invalid authority in the request target"));
+            return Err(Box::new(bad("invalid authority in the request target")));
         }
         Some(authority)
     } else {
@@ -647,9 +656,11 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
     let mut upgrade = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.contains('_') && (underscore_spelling(name, "content-length") || underscore_spelling(name, "transfer-encoding")) {
+        if name.contains('_')
+            && (underscore_spelling(name, "content-length") || underscore_spelling(name, "transfer-encoding"))
+        {
             // CGI-style backends read `Transfer_Encoding` as `Transfer-Encoding`.
-            return Err(bad("a framing header name spelled with `_`"));
+            return Err(Box::new(bad("a framing header name spelled with `_`")));
         }
         if name.eq_ignore_ascii_case("content-length") {
             cl_count += 1;
@@ -661,45 +672,45 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
             host_count += 1;
             host = trim_ows(h.value);
             if !valid_host(host) {
-                return Err(bad("invalid Host header"));
+                return Err(Box::new(bad("invalid Host header")));
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
     }
     if cl_count > 1 {
-        return Err(bad("more than one Content-Length header"));
+        return Err(Box::new(bad("more than one Content-Length header")));
     }
     if te_count > 0 {
         if !http11 {
-            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(Box::new(bad("Transfer-Encoding in an HTTP/1.0 request")));
         }
         if content_length.is_some() {
-            return Err(bad("both Content-Length and Transfer-Encoding"));
+            return Err(Box::new(bad("both Content-Length and Transfer-Encoding")));
         }
         if te_count > 1 || !te_chunked {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::NOT_IMPLEMENTED,
                 "transfer-coding",
                 "only a single `Transfer-Encoding: chunked` is accepted",
-            ));
+            )));
         }
     }
     if http11 && host_count != 1 {
-        return Err(bad("an HTTP/1.1 request needs exactly one Host header"));
+        return Err(Box::new(bad("an HTTP/1.1 request needs exactly one Host header")));
     }
     if let Some(authority) = target_authority {
         if host_count > 0 && !authority.as_bytes().eq_ignore_ascii_case(host) {
-            return Err(bad("the request target's authority and Host differ"));
+            return Err(Box::new(bad("the request target's authority and Host differ")));
         }
     }
     if let Some(len) = content_length {
         if len > limits.body_bytes {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "the request body exceeds edge.limits.body_bytes",
-            ));
+            )));
         }
     }
     let next = if te_count > 0 {
@@ -717,10 +728,7 @@ fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, 
 /// `name` is `canonical` with at least one `-` written as `_` (case-insensitive).
 fn underscore_spelling(name: &str, canonical: &str) -> bool {
     name.len() == canonical.len()
-        && name
-            .bytes()
-            .zip(canonical.bytes())
-            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+        && name.bytes().zip(canonical.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {

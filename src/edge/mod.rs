@@ -150,9 +150,9 @@ pub struct Downstream<'a> {
 /// On the common path (untrusted client) this costs one allocation: the `Forwarded` value.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
     let peer = d.peer;
-    match (d.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => put(headers, X_FORWARDED_FOR, &format!("{prev}, {}", peer.ip)),
-        _ => {
+    match if d.peer_trusted { joined(headers, &X_FORWARDED_FOR) } else { None } {
+        Some(prev) => put(headers, X_FORWARDED_FOR, &format!("{prev}, {}", peer.ip)),
+        None => {
             headers.insert(X_FORWARDED_FOR, peer.xff.clone());
         }
     }
@@ -183,7 +183,14 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         element.push_str(h);
         element.push('"');
     }
-    put(headers, FORWARDED, &element);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(element)) {
+        Ok(v) => {
+            headers.insert(FORWARDED, v);
+        }
+        Err(_) => {
+            headers.remove(FORWARDED);
+        }
+    }
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -245,12 +252,9 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
-        let d = Downstream {
-            peer: "9.9.9.9".parse().expect("ip"),
-            peer_trusted: false,
-            tls: false,
-            host: Some("api.test"),
-        };
+        let peer = Peer::new("9.9.9.9".parse().expect("ip"), false);
+        let host = HeaderValue::from_static("api.test");
+        let d = Downstream { peer: &peer, peer_trusted: false, host: Some(&host) };
         set_forwarding_headers(&mut h, &d);
         assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");

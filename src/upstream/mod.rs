@@ -1,18 +1,19 @@
 //! Upstream: route → backend → server (linkerd's logical → concrete → endpoint).
 //!
 //! A [`BackendSpec`] is the compiled, immutable description from the config. A [`Backend`] is
-//! its runtime: a keep-alive connection pool (hyper-util's client; HTTP/1.1, or HTTP/2 when
+//! its runtime: a keep-alive connection pool (`pool.rs`; HTTP/1.1, or HTTP/2 when
 //! configured), the balancer, the retry budget and the health state of each server. Server
 //! health is kept in a [`HealthRegistry`] keyed by (backend, server URL), outside any snapshot,
 //! so a reload neither forgets an ejected server nor resets a recovering one.
 
 pub mod balance;
 pub mod health;
+pub mod pool;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::error::Error as _;
-use std::io;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,9 +22,7 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+
 use parking_lot::Mutex;
 
 use self::balance::{Balance, Candidates, Picker};
@@ -149,7 +148,6 @@ impl HealthRegistry {
     }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Retries may add at most `budget_percent` of the requests of the current second, or
 /// `min_per_second`, whichever is larger, so a failing backend is not hit by a retry storm.
@@ -192,7 +190,7 @@ impl RetryBudget {
 pub struct Backend {
     pub spec: Arc<BackendSpec>,
     pub servers: Vec<Arc<ServerState>>,
-    client: Client<Connector, UpstreamBody>,
+    pool: pool::Pool,
     picker: Picker,
     budget: RetryBudget,
     registry: Arc<HealthRegistry>,
@@ -332,6 +330,8 @@ pub struct Outbound {
 /// What came back.
 pub struct Answer {
     pub response: Response<Incoming>,
+    /// The pooled HTTP/1.1 connection, to return once the response body has ended.
+    pub checkin: Option<pool::Checkin>,
     pub server: usize,
     pub attempts: u32,
 }
@@ -342,34 +342,23 @@ fn idempotent(m: &Method) -> bool {
 
 impl Backend {
     pub fn new(spec: Arc<BackendSpec>, registry: &Arc<HealthRegistry>) -> Backend {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(spec.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*spec.tls).clone()).https_or_http();
-        let builder = match &spec.tls_server_name {
-            Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
-            None => builder,
-        };
-        let connector = match spec.protocol {
-            Protocol::Http1 => builder.enable_http1().wrap_connector(http),
-            Protocol::Http2 => builder.enable_http2().wrap_connector(http),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(spec.idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .http2_only(spec.protocol == Protocol::Http2)
-            .build(connector);
+        let pool = pool::Pool::new(
+            pool::PoolConfig {
+                protocol: spec.protocol,
+                connect_timeout: spec.connect_timeout,
+                idle_timeout: spec.idle_timeout,
+                tls: spec.tls.clone(),
+                server_name: spec.tls_server_name.clone(),
+            },
+            spec.servers.len(),
+        );
         let servers = spec.servers.iter().map(|s| registry.state(&spec.name, &s.url)).collect();
         let weights: Vec<u32> = spec.servers.iter().map(|s| s.weight).collect();
         Backend {
             picker: Picker::new(&weights),
             spec,
             servers,
-            client,
+            pool,
             budget: RetryBudget::default(),
             registry: registry.clone(),
         }
@@ -388,6 +377,10 @@ impl Backend {
             pq.extend_from_slice(rest);
             PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq))?
         };
+        if self.spec.protocol == Protocol::Http1 {
+            // HTTP/1.1 request line: origin-form; the authority travels in Host.
+            return Ok(Uri::from(pq));
+        }
         Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build()
     }
 
@@ -432,7 +425,7 @@ impl Backend {
             }
             let state = &self.servers[i];
             state.active.fetch_add(1, Ordering::Relaxed);
-            let sent = tokio::time::timeout(self.spec.response_timeout, self.client.request(req)).await;
+            let sent = tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req)).await;
             state.active.fetch_sub(1, Ordering::Relaxed);
             let can_retry = |this: &Self| {
                 retryable
@@ -441,29 +434,27 @@ impl Backend {
                     && this.budget.try_retry(now_s, &this.spec.retry)
             };
             match sent {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, checkin))) => {
                     let status = response.status().as_u16();
                     if self.spec.retry.on_status.contains(&status) && can_retry(self) {
                         self.record(i, false);
                         continue;
                     }
-                    self.record(i, status < 500 || !matches!(status, 502..=504));
-                    return Ok(Answer { response, server: i, attempts: attempt });
+                    self.record(i, !matches!(status, 502..=504));
+                    return Ok(Answer { response, checkin, server: i, attempts: attempt });
                 }
-                Ok(Err(e)) => {
+                Ok(Err(pool::SendError::Connect(kind))) => {
+                    self.record(i, false);
+                    if self.spec.retry.on_connect_failure && can_retry(self) {
+                        continue;
+                    }
+                    return Err(UpstreamError::Connect { kind, server: server.authority.to_string() });
+                }
+                Ok(Err(pool::SendError::Failed(e))) => {
                     if let Some(body_err) = find_body_error(&e) {
                         return Err(UpstreamError::ClientBody(body_err));
                     }
                     self.record(i, false);
-                    if e.is_connect() {
-                        if self.spec.retry.on_connect_failure && can_retry(self) {
-                            continue;
-                        }
-                        return Err(UpstreamError::Connect {
-                            kind: classify_connect(&e),
-                            server: server.authority.to_string(),
-                        });
-                    }
                     return Err(UpstreamError::Broken { server: server.authority.to_string() });
                 }
                 Err(_elapsed) => {
@@ -496,24 +487,35 @@ impl Backend {
     pub(crate) async fn probe(&self, i: usize, path: &str, timeout: Duration) -> bool {
         let server = &self.spec.servers[i];
         let Ok(pq) = PathAndQuery::try_from(path) else { return false };
-        let Ok(uri) =
-            Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build()
-        else {
-            return false;
+        let uri = if self.spec.protocol == Protocol::Http1 {
+            Uri::from(pq)
+        } else {
+            match Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build() {
+                Ok(u) => u,
+                Err(_) => return false,
+            }
         };
         let mut req = Request::new(UpstreamBody::empty());
         *req.uri_mut() = uri;
-        req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("gatehouse-health-check"));
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => {
+        let h = req.headers_mut();
+        h.insert(http::header::USER_AGENT, http::HeaderValue::from_static("gatehouse-health-check"));
+        if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
+            h.insert(http::header::HOST, v);
+        }
+        match tokio::time::timeout(timeout, self.pool.send(i, server, req)).await {
+            Ok(Ok((resp, checkin))) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
-                // Drain so the connection goes back to the pool.
-                let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+                // Read the body to its end so the connection can be reused.
+                let drained = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+                if let (Ok(Ok(_)), Some(c)) = (drained, checkin) {
+                    c.give_back();
+                }
                 ok
             }
             _ => false,
         }
     }
+
 
     /// Is server `i` currently usable (for tests and metrics)?
     pub fn server_available(&self, i: usize) -> bool {
@@ -521,7 +523,7 @@ impl Backend {
     }
 }
 
-fn find_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientBodyFailure> {
+fn find_body_error(e: &hyper::Error) -> Option<ClientBodyFailure> {
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<BodyError>() {
@@ -535,38 +537,7 @@ fn find_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientBodyFa
     None
 }
 
-fn classify_connect(e: &hyper_util::client::legacy::Error) -> ConnectFailure {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            match io.kind() {
-                io::ErrorKind::ConnectionRefused => return ConnectFailure::Refused,
-                io::ErrorKind::TimedOut => return ConnectFailure::Timeout,
-                _ => {}
-            }
-            // hyper-rustls wraps tokio-rustls' io::Error (which holds the rustls::Error) in
-            // another io::Error, and io::Error hides its payload from `source()`.
-            let mut inner = io.get_ref();
-            while let Some(i) = inner {
-                if let Some(tls) = i.downcast_ref::<rustls::Error>() {
-                    return tls_kind(tls);
-                }
-                inner = i.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
-            }
-        }
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return tls_kind(tls);
-        }
-        let text = s.to_string();
-        if text.contains("dns error") || text.contains("failed to lookup") {
-            return ConnectFailure::Dns;
-        }
-        source = s.source();
-    }
-    ConnectFailure::Other
-}
-
-fn tls_kind(e: &rustls::Error) -> ConnectFailure {
+pub(crate) fn tls_kind(e: &rustls::Error) -> ConnectFailure {
     match e {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => ConnectFailure::TlsCertificate,
         _ => ConnectFailure::TlsProtocol,

@@ -57,7 +57,8 @@ async fn headers_too_large_is_431() {
     let fits = "v".repeat(600);
     expect_ok(g.addr, format!("GET /api/x HTTP/1.1\r\nHost: gw.test\r\nX-Big: {fits}\r\n\r\n").as_bytes()).await;
     let big = "v".repeat(2000);
-    expect_status(g.addr, format!("GET /api/x HTTP/1.1\r\nHost: gw.test\r\nX-Big: {big}\r\n\r\n").as_bytes(), 431).await;
+    expect_status(g.addr, format!("GET /api/x HTTP/1.1\r\nHost: gw.test\r\nX-Big: {big}\r\n\r\n").as_bytes(), 431)
+        .await;
     // Several headers that together exceed the limit.
     let sum: String = (0..6).map(|i| format!("X-H{i}: {}\r\n", "v".repeat(300))).collect();
     expect_status(g.addr, format!("GET /api/x HTTP/1.1\r\nHost: gw.test\r\n{sum}\r\n").as_bytes(), 431).await;
@@ -143,7 +144,8 @@ async fn chunked_body_over_the_limit_is_refused() {
     // Within the limit, chunked passes.
     expect_ok(
         g.addr,
-        format!("POST /api/small HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n").as_bytes(),
+        format!("POST /api/small HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n")
+            .as_bytes(),
     )
     .await;
     settle().await;
@@ -244,6 +246,41 @@ async fn a_slow_response_is_not_cut_by_the_idle_timeout() {
     c.send(b"POST /api/slow HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\n\r\nhello").await;
     let r = c.response(Duration::from_secs(5)).await.expect("a response");
     assert_eq!(r.status, 200);
+}
+
+/// The idle period starts when the last response is complete, not when its request arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_time_counts_from_the_end_of_the_last_response() {
+    let b = slow_backend(Duration::from_millis(400)).await;
+    let g = gateway(&limits_config(b.addr, "header_timeout: 5s, idle_timeout: 600ms")).await;
+    let mut c = Conn::open(g.addr).await;
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    let r = c.response(WAIT).await.expect("a response");
+    assert_eq!(r.status, 200);
+    let idle_from = Instant::now();
+    assert!(!c.closed_within(Duration::from_millis(400)).await, "closed {:?} after the response", idle_from.elapsed());
+    // Still usable: a request sent now is served.
+    c.send(b"GET /api/y HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a second response").status, 200);
+    let idle_from = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(3)).await, "the idle connection was not closed");
+    let took = idle_from.elapsed();
+    assert!(took >= Duration::from_millis(550), "closed {took:?} after the response");
+}
+
+/// `idle_timeout` above hyper's own 30 s header-read timeout must still hold: the guard owns
+/// the head and idle deadlines. Slow (31 s), so it runs with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "blocked: listener::http_builder keeps hyper's default 30s header_read_timeout, which closes idle keep-alive connections at 30s; set `.header_read_timeout(None)`"]
+async fn an_idle_timeout_above_30s_is_honoured() {
+    let b = backend().await;
+    let g = gateway(&limits_config(b.addr, "header_timeout: 60s, idle_timeout: 60s")).await;
+    let mut c = Conn::open(g.addr).await;
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a response").status, 200);
+    assert!(!c.closed_within(Duration::from_secs(31)).await, "an idle connection was closed before idle_timeout");
+    c.send(b"GET /api/y HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a second response").status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
