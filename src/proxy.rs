@@ -23,8 +23,8 @@ use crate::observe::RequestTail;
 use crate::policy::{Outcome, PolicyCx};
 use crate::respond::{Layer, Problem};
 use crate::route::{Lookup, Route};
-use crate::upstream::balance::Balance;
 use crate::server::Active;
+use crate::upstream::balance::Balance;
 use crate::upstream::{Outbound, UpstreamError};
 
 /// What the proxy knows about the client connection.
@@ -57,7 +57,11 @@ struct Trace {
 }
 
 /// The hyper service.
-pub async fn handle(active: Arc<Active>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    active: Arc<Active>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let snap = &active.snapshot;
     let peer_trusted = snap.edge.trusted.contains(conn.peer.ip());
@@ -248,7 +252,7 @@ async fn serve(
             if let Outcome::Respond(resp) = policy.on_request(&cx) {
                 trace.policy = Some(policy.kind());
                 trace.time_policy = t.elapsed();
-                return Ok(resp);
+                return Ok(*resp);
             }
         }
         trace.time_policy = t.elapsed();
@@ -256,7 +260,12 @@ async fn serve(
 
     // Upstream.
     let Some(backend_name) = route.api.backend.as_deref() else {
-        return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "no-backend", Layer::Gateway, "the route has no backend"));
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no-backend",
+            Layer::Gateway,
+            "the route has no backend",
+        ));
     };
     let Some(backend) = active.upstreams.backends.get(backend_name) else {
         return Err(Problem::new(
@@ -317,7 +326,10 @@ async fn serve(
     };
 
     let t = Instant::now();
-    let result = backend.forward(Outbound { parts, body, rest, hash_key }).await;
+    // Boxed: the backend call's state is large, and hyper moves this request's future once per
+    // request; keeping it out of line makes that move cheap (callgrind: memcpy was 10% of all
+    // instructions before).
+    let result = Box::pin(backend.forward(Outbound { parts, body, rest, hash_key })).await;
     trace.time_backend = Some(t.elapsed());
     let answer = match result {
         Ok(a) => a,

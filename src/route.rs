@@ -4,7 +4,7 @@
 //! proportional to the path, not to the number of routes. The most specific route wins because
 //! matchit prefers static segments over `{param}` over `{*catch_all}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::Method;
@@ -99,7 +99,7 @@ pub struct Claim {
 /// Why a route could not be added.
 #[derive(Debug, Clone)]
 pub enum ConflictKind {
-    /// The same method and pattern were added before by `0`.
+    /// The same method and pattern were added before, by this claim.
     Duplicate(Claim),
     /// The pattern overlaps one added before in a way the router cannot tell apart (a
     /// `{param}` and a catch-all at the same position, or the same pattern with other parameter
@@ -109,8 +109,8 @@ pub enum ConflictKind {
     Invalid(String),
 }
 
-/// A route that could not be added, and why. The route that was there first is never the one
-/// reported: conflicts are always reported against the route added later.
+/// A route that could not be added, and why. `claim` is always the route added later; the
+/// route that was there first is the one named in `kind`.
 #[derive(Debug, Clone)]
 pub struct Conflict {
     /// `None` for routes on any host; otherwise `api.example.com` or `*.example.com`.
@@ -166,7 +166,8 @@ pub struct RouteTableBuilder {
     // host key ("" = any, ".x" = wildcard, "x" = exact) -> pattern -> slot
     pending: HashMap<String, PendingHost>,
     conflicts: Vec<Conflict>,
-    apis: std::collections::HashSet<*const Api>,
+    /// Names of the APIs that have routes.
+    apis: HashSet<String>,
 }
 
 /// The pattern matchit sees for a public path template.
@@ -185,16 +186,19 @@ pub fn join_template(prefix: &str, template: &str) -> Vec<String> {
 impl RouteTableBuilder {
     /// Adds a route for every host in `hosts` (any host when empty). `method` None = any method.
     ///
-    /// A pattern already added with the same method (or both any) is a conflict: it is kept for
-    /// [`RouteTableBuilder::build`] to return, and the first one is also returned here.
+    /// A pattern already added with the same method (or both any), or one the router cannot
+    /// take at all, is a conflict: it is kept for [`RouteTableBuilder::build`] to return, and
+    /// the first one is also returned here.
     pub fn add(
         &mut self,
         hosts: &[String],
         pattern: &str,
         method: Option<Method>,
         route: Arc<Route>,
-    ) -> Result<(), Conflict> {
-        self.apis.insert(Arc::as_ptr(&route.api));
+    ) -> Result<(), Box<Conflict>> {
+        if !self.apis.contains(&route.api.name) {
+            self.apis.insert(route.api.name.clone());
+        }
         let keys: Vec<String> = if hosts.is_empty() {
             vec![String::new()]
         } else {
@@ -207,6 +211,13 @@ impl RouteTableBuilder {
                 .collect()
         };
         let claim = Claim { method: method.clone(), pattern: pattern.to_owned(), route: route.clone() };
+        // A pattern the router refuses on its own is reported as such, not as a clash with
+        // whatever it would have met first in the tree.
+        if let Err(e) = matchit::Router::new().insert(pattern, ()) {
+            let conflict = Conflict { host: None, claim, kind: ConflictKind::Invalid(invalid_reason(&e)) };
+            self.conflicts.push(conflict.clone());
+            return Err(Box::new(conflict));
+        }
         let mut first = None;
         for key in keys {
             let host = self.pending.entry(key.clone()).or_default();
@@ -220,8 +231,9 @@ impl RouteTableBuilder {
             };
             if let Some(prev) = prev {
                 let prev = Claim { method: method.clone(), pattern: pattern.to_owned(), route: prev.clone() };
-                let conflict = Conflict { host: host_name(&key), claim: claim.clone(), kind: ConflictKind::Duplicate(prev) };
-                first.get_or_insert_with(|| conflict.clone());
+                let conflict =
+                    Conflict { host: host_name(&key), claim: claim.clone(), kind: ConflictKind::Duplicate(prev) };
+                first.get_or_insert_with(|| Box::new(conflict.clone()));
                 self.conflicts.push(conflict);
                 continue;
             }
@@ -238,7 +250,10 @@ impl RouteTableBuilder {
     pub fn build(self) -> Result<RouteTable, Vec<Conflict>> {
         let mut table = RouteTable { apis: self.apis.len(), ..RouteTable::default() };
         let mut conflicts = self.conflicts;
-        for (key, mut pending) in self.pending {
+        // Hosts in a fixed order, so the same config always reports the same conflicts.
+        let mut hosts: Vec<_> = self.pending.into_iter().collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, mut pending) in hosts {
             let mut router = matchit::Router::new();
             // Pattern -> the claim that created it, for the patterns already in `router`.
             let mut inserted: Vec<(String, Claim)> = Vec::with_capacity(pending.order.len());
@@ -259,12 +274,13 @@ impl RouteTableBuilder {
                                     // is not one of ours verbatim, find the first one that clashes.
                                     inserted.iter().find(|(p, _)| {
                                         let mut pair = matchit::Router::new();
-                                        pair.insert(p.as_str(), ()).is_ok() && pair.insert(pattern.as_str(), ()).is_err()
+                                        pair.insert(p.as_str(), ()).is_ok()
+                                            && pair.insert(pattern.as_str(), ()).is_err()
                                     })
                                 });
                                 ConflictKind::Overlap(prev.map(|(_, c)| c.clone()))
                             }
-                            other => ConflictKind::Invalid(lowercase_first(&other.to_string())),
+                            other => ConflictKind::Invalid(invalid_reason(&other)),
                         };
                         conflicts.push(Conflict { host: host_name(&key), claim, kind });
                     }
@@ -296,9 +312,20 @@ fn host_name(key: &str) -> Option<String> {
     }
 }
 
-fn lowercase_first(s: &str) -> String {
-    let mut chars = s.chars();
-    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+/// Why the router refuses a pattern on its own, in template terms.
+fn invalid_reason(e: &matchit::InsertError) -> String {
+    match e {
+        matchit::InsertError::InvalidParamSegment => "only one `{parameter}` is allowed per path segment".into(),
+        matchit::InsertError::InvalidParam => {
+            "a parameter needs a name, as in `{id}` (write `{{` or `}}` for a literal brace)".into()
+        }
+        matchit::InsertError::InvalidCatchAll => "a catch-all (`{*name}`) must be the last segment".into(),
+        other => {
+            let s = other.to_string();
+            let mut chars = s.chars();
+            chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+        }
+    }
 }
 
 fn describe(r: &Route) -> String {
@@ -406,6 +433,51 @@ mod tests {
         b.add(&[], "/a", Some(Method::GET), route("one", Some("x"))).expect("add");
         let err = b.add(&[], "/a", Some(Method::GET), route("two", Some("y"))).expect_err("dup").to_string();
         assert!(err.contains("api `one` operation `x`"), "{err}");
+    }
+
+    #[test]
+    fn conflicts_name_the_route_that_was_there_first() {
+        let mut b = RouteTableBuilder::default();
+        let get = route("orders", Some("get-order"));
+        let v2 = route("orders-v2", None);
+        b.add(&[], "/orders/{id}", Some(Method::GET), get.clone()).expect("add");
+        for p in ["/orders", "/orders/", "/orders/{*gatehouse_rest}"] {
+            b.add(&[], p, None, v2.clone()).expect("no duplicate");
+        }
+        b.add(&["A.test".into(), "*.b.test".into()], "/x", None, route("x", None)).expect("add");
+        let dup = route("y", Some("op"));
+        let err = b.add(&["a.test".into(), "*.b.test".into()], "/x", None, dup.clone()).expect_err("dup");
+        assert_eq!(err.to_string(), "route (any method) /x is also defined by api `x` (host a.test)");
+        let bad = b.add(&[], "/f/{*rest}/x", Some(Method::GET), route("f", None)).expect_err("invalid");
+        assert!(matches!(bad.kind, ConflictKind::Invalid(ref why) if why.contains("catch-all")), "{bad}");
+        let conflicts = b.build().expect_err("conflicts");
+        let shown: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "route (any method) /x is also defined by api `x` (host a.test)",
+                "route (any method) /x is also defined by api `x` (host *.b.test)",
+                "route GET /f/{*rest}/x is not a valid route: a catch-all (`{*name}`) must be the last segment",
+                "route (any method) /orders/* overlaps GET /orders/{id} of api `orders` operation `get-order`",
+            ]
+        );
+        let overlap = &conflicts[3];
+        assert!(Arc::ptr_eq(&overlap.claim.route, &v2));
+        let ConflictKind::Overlap(Some(first)) = &overlap.kind else { panic!("{overlap:?}") };
+        assert!(Arc::ptr_eq(&first.route, &get) && first.method == Some(Method::GET));
+        assert!(Arc::ptr_eq(&conflicts[0].claim.route, &dup));
+    }
+
+    #[test]
+    fn counts_apis_and_shows_catch_alls() {
+        let mut b = RouteTableBuilder::default();
+        b.add(&[], "/a", Some(Method::GET), route("one", Some("x"))).expect("add");
+        b.add(&[], "/a", Some(Method::POST), route("one", Some("y"))).expect("add");
+        b.add(&[], "/b/{*rest}", None, route("two", None)).expect("add");
+        let t = b.build().expect("build");
+        assert_eq!((t.api_count(), t.len()), (2, 3));
+        assert_eq!(display_pattern("/b/{*rest}"), "/b/*");
+        assert_eq!(display_pattern("/b/{id}"), "/b/{id}");
     }
 
     #[test]

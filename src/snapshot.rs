@@ -5,7 +5,7 @@
 //! paths, addresses, references between sections, routes) and returns *all* errors with their
 //! locations. A snapshot is never mutated; a reload builds a new one and swaps it in.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use http::uri::Scheme;
 use http::{Method, Uri};
 use ipnet::IpNet;
 
+use crate::config::yaml::{format_path, NodeKind};
 use crate::config::{
     self, ApiConfig, BackendConfig, ConfigDoc, ConfigError, Document, PathSeg, RetryCondition, RetryOn,
 };
@@ -23,7 +24,7 @@ use crate::edge::TrustedProxies;
 use crate::listener::tls::CertSpec;
 use crate::observe::access_log::LogFormat;
 use crate::policy::{build_section, Chain};
-use crate::route::{join_template, Api, Route, RouteTable, RouteTableBuilder};
+use crate::route::{display_pattern, join_template, Api, Claim, ConflictKind, Route, RouteTable, RouteTableBuilder};
 use crate::upstream::balance::Balance;
 use crate::upstream::{tls, BackendSpec, HealthSpec, Protocol, RetrySpec, ServerSpec};
 
@@ -49,6 +50,7 @@ pub struct EdgeSpec {
     pub limits: GuardLimits,
     pub max_connections: usize,
     pub h2_max_streams: u32,
+    pub max_requests_per_connection: u64,
 }
 
 /// Where the access log goes (`None` format = off).
@@ -70,6 +72,13 @@ pub struct Snapshot {
     pub access_log: AccessLogSpec,
     pub backends: BTreeMap<String, Arc<BackendSpec>>,
     pub routes: RouteTable,
+}
+
+impl Snapshot {
+    /// How many APIs are routed (`routes.len()` counts each method and path variant).
+    pub fn api_count(&self) -> usize {
+        self.routes.api_count()
+    }
 }
 
 /// Reads and compiles a config file.
@@ -94,7 +103,10 @@ pub fn compile_str(file: &str, text: &str, base_dir: &Path) -> Result<Snapshot, 
     let mut errors = Vec::new();
     crate::secrets::resolve(&mut doc, &mut errors);
     let cfg = deserialize_sections(&doc, &mut errors);
-    let snapshot = Compiler { doc: &doc, base: base_dir, errors: &mut errors }.compile(&cfg);
+    // The values at these paths are stand-ins (see `Document::deserialize_at_lenient`); an
+    // unknown key leaves nothing in its place.
+    let broken = errors.iter().filter(|e| !e.is_unknown_key()).map(|e| e.path.clone()).collect();
+    let snapshot = Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken }.compile(&cfg);
     if errors.is_empty() {
         Ok(snapshot)
     } else {
@@ -114,21 +126,22 @@ fn at(base: &[PathSeg], more: &[PathSeg]) -> Vec<PathSeg> {
 }
 
 /// Deserializes each section (and each backend and API) on its own so one missing key does not
-/// hide the errors of its neighbours.
+/// hide the errors of its neighbours. A section with errors is still returned when its other
+/// values could be read, so their checks run too; the compiler skips the paths with errors.
 fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> ConfigDoc {
     let mut cfg = ConfigDoc::default();
     for (name, path) in doc.map_entries(&[]) {
         if config::NOT_YET_SUPPORTED.contains(&name.as_str()) {
-            errors.push(doc.error(&path, format!("`{name}` is not supported by this version of gatehouse yet")));
+            errors.push(doc.error_at_key(&path, format!("`{name}` is not supported by this version of gatehouse yet")));
         } else if !config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
-            errors.push(doc.error(
+            errors.push(doc.error_at_key(
                 &path,
                 format!("unknown key `{name}` (expected one of: {})", config::TOP_LEVEL_KEYS.join(", ")),
             ));
         }
     }
     if let Some(root) = doc.get(&[]) {
-        if !matches!(root.kind, config::yaml::NodeKind::Map(_)) {
+        if !matches!(root.kind, NodeKind::Map(_)) {
             errors.push(doc.error(&[], "the config must be a map of sections (listeners, backends, apis, …)"));
             return cfg;
         }
@@ -138,12 +151,14 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
         path: &[PathSeg],
         errors: &mut Vec<ConfigError>,
     ) -> Option<T> {
-        match doc.deserialize_at::<T>(path)? {
-            Ok(v) => Some(v),
-            Err(e) => {
-                errors.extend(e);
-                None
-            }
+        let (value, e) = doc.deserialize_at_lenient::<T>(path)?;
+        errors.extend(e);
+        value
+    }
+    // `backends` and `apis` are read entry by entry; a section that is not a map is one error.
+    for section in ["backends", "apis"] {
+        if doc.get(&[key(section)]).is_some_and(|n| !matches!(n.kind, NodeKind::Map(_)) && !n.is_null()) {
+            take::<BTreeMap<String, serde::de::IgnoredAny>>(doc, &[key(section)], errors);
         }
     }
     if let Some(v) = take(doc, &[key("runtime")], errors) {
@@ -173,12 +188,47 @@ struct Compiler<'a> {
     doc: &'a Document,
     base: &'a Path,
     errors: &'a mut Vec<ConfigError>,
+    /// Paths (as `format_path` writes them) that already have an error from reading the file;
+    /// the values there are stand-ins, so checks on them would only repeat that error.
+    broken: Vec<String>,
+}
+
+/// Whether `path` is `at` or below it (both as `format_path` writes them).
+fn is_within(path: &str, at: &str) -> bool {
+    match path.strip_prefix(at) {
+        Some("") => true,
+        Some(rest) => !at.is_empty() && (rest.starts_with('.') || rest.starts_with('[')),
+        None => false,
+    }
 }
 
 impl Compiler<'_> {
+    /// Records an error, unless its path is at or below one that already has an error.
     fn err(&mut self, path: &[PathSeg], msg: impl Into<String>) {
         let e = self.doc.error(path, msg);
-        self.errors.push(e);
+        self.push(e);
+    }
+
+    fn push(&mut self, e: ConfigError) {
+        if !self.broken.iter().any(|b| is_within(&e.path, b)) {
+            self.errors.push(e);
+        }
+    }
+
+    /// Whether reading the file already found an error at `path` or below it.
+    fn broken(&self, path: &[PathSeg]) -> bool {
+        let path = format_path(path);
+        self.broken.iter().any(|b| is_within(b, &path))
+    }
+
+    /// The policy sections of one scope, with their errors.
+    fn policies(&mut self, items: &[config::PolicyConfig], path: &[PathSeg]) -> crate::policy::Section {
+        let mut errors = Vec::new();
+        let section = build_section(items, self.doc, path, &mut errors);
+        for e in errors {
+            self.push(e);
+        }
+        section
     }
 
     fn file(&self, p: &Path) -> PathBuf {
@@ -195,7 +245,7 @@ impl Compiler<'_> {
         let edge = self.edge(cfg);
         let access_log = self.access_log(cfg);
         let backends = self.backends(cfg);
-        let routes = self.routes(cfg, &backends);
+        let routes = self.routes(cfg);
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
                 self.err(&[key("runtime"), key("workers")], "workers must be between 1 and 1024");
@@ -216,15 +266,19 @@ impl Compiler<'_> {
 
     fn listeners(&mut self, cfg: &ConfigDoc) -> Vec<ListenerSpec> {
         let mut out = Vec::new();
-        let mut names = HashSet::new();
-        let mut binds = HashSet::new();
+        let mut names = HashMap::new();
+        let mut binds: HashMap<SocketAddr, (&str, usize)> = HashMap::new();
         if cfg.listeners.is_empty() && self.doc.get(&[key("listeners")]).is_none() {
             self.err(&[], "no listeners: add `listeners: [ { name: plain, bind: \"127.0.0.1:8080\" } ]`");
         }
         for (i, l) in cfg.listeners.iter().enumerate() {
             let p = [key("listeners"), PathSeg::Index(i)];
-            if !names.insert(l.name.clone()) {
-                self.err(&at(&p, &[key("name")]), format!("listener name `{}` is used twice", l.name));
+            if let Some(first) = names.insert(l.name.as_str(), i) {
+                names.insert(l.name.as_str(), first);
+                self.err(
+                    &at(&p, &[key("name")]),
+                    format!("listener name `{}` is already used by listeners[{first}]", l.name),
+                );
             }
             let addr = match l.bind.parse::<SocketAddr>() {
                 Ok(a) => a,
@@ -236,8 +290,15 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            if addr.port() != 0 && !binds.insert(addr) {
-                self.err(&at(&p, &[key("bind")]), format!("{addr} is bound by another listener"));
+            if addr.port() != 0 {
+                if let Some(&(name, first)) = binds.get(&addr) {
+                    self.err(
+                        &at(&p, &[key("bind")]),
+                        format!("{addr} is already bound by listener `{name}` (listeners[{first}])"),
+                    );
+                } else {
+                    binds.insert(addr, (&l.name, i));
+                }
             }
             let tls = l.tls.as_ref().map(|t| {
                 let mut certs = Vec::new();
@@ -249,6 +310,9 @@ impl Compiler<'_> {
                 }
                 for (j, c) in t.certificates.iter().enumerate() {
                     let cp = at(&p, &[key("tls"), key("certificates"), PathSeg::Index(j)]);
+                    if self.broken(&cp) {
+                        continue;
+                    }
                     match CertSpec::load(&self.file(&c.cert), &self.file(&c.key), &c.hosts) {
                         Ok(spec) => certs.push(spec),
                         Err((field, msg)) => self.err(&at(&cp, &[key(field)]), msg),
@@ -315,6 +379,9 @@ impl Compiler<'_> {
         if l.max_connections == 0 {
             self.err(&at(&lp, &[key("max_connections")]), "max_connections must be at least 1");
         }
+        if l.max_requests_per_connection == 0 {
+            self.err(&at(&lp, &[key("max_requests_per_connection")]), "max_requests_per_connection must be at least 1");
+        }
         EdgeSpec {
             trusted: TrustedProxies::new(nets),
             limits: GuardLimits {
@@ -327,6 +394,7 @@ impl Compiler<'_> {
             },
             max_connections: l.max_connections,
             h2_max_streams: l.h2_max_concurrent_streams,
+            max_requests_per_connection: l.max_requests_per_connection,
         }
     }
 
@@ -400,8 +468,11 @@ impl Compiler<'_> {
             if h.interval.0 < Duration::from_millis(100) {
                 self.err(&at(&hp, &[key("interval")]), "interval must be at least 100ms");
             }
-            if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
-                self.err(&hp, "healthy_threshold and unhealthy_threshold must be at least 1");
+            if h.healthy_threshold == 0 {
+                self.err(&at(&hp, &[key("healthy_threshold")]), "healthy_threshold must be at least 1");
+            }
+            if h.unhealthy_threshold == 0 {
+                self.err(&at(&hp, &[key("unhealthy_threshold")]), "unhealthy_threshold must be at least 1");
             }
             HealthSpec {
                 path: h.path.clone(),
@@ -427,12 +498,16 @@ impl Compiler<'_> {
             }
         }
         let tls_cfg = b.tls.as_ref();
+        // A stand-in value under `tls` (e.g. an empty path) would only fail again here.
+        let tls_broken = self.broken(&at(p, &[key("tls")]));
         let ca = tls_cfg.and_then(|t| t.ca.as_ref()).map(|c| self.file(c));
         let client_pair = match tls_cfg.map(|t| (&t.client_cert, &t.client_key)) {
             Some((Some(c), Some(k))) => Some((self.file(c), self.file(k))),
             Some((None, None)) | None => None,
             Some(_) => {
-                self.err(&at(p, &[key("tls")]), "client_cert and client_key go together");
+                if !tls_broken {
+                    self.err(&at(p, &[key("tls")]), "client_cert and client_key go together");
+                }
                 None
             }
         };
@@ -450,12 +525,15 @@ impl Compiler<'_> {
             client_cert: client_pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
             http2: protocol == Protocol::Http2,
         };
-        let tls = match tls::client_config(&options) {
-            Ok(c) => Arc::new(c),
-            Err(msg) => {
-                self.err(&at(p, &[key("tls")]), msg);
-                return None;
-            }
+        let tls = match tls_broken {
+            true => None,
+            false => match tls::client_config(&options) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(msg) => {
+                    self.err(&at(p, &[key("tls")]), msg);
+                    None
+                }
+            },
         };
         let tls_server_name = match tls_cfg.and_then(|t| t.server_name.clone()) {
             Some(n) => match rustls::pki_types::ServerName::try_from(n.clone()) {
@@ -467,9 +545,7 @@ impl Compiler<'_> {
             },
             None => None,
         };
-        if self.errors.len() > before {
-            return None;
-        }
+        let tls = tls.filter(|_| self.errors.len() == before)?;
         Some(BackendSpec {
             name: name.to_owned(),
             servers,
@@ -494,20 +570,31 @@ impl Compiler<'_> {
         })
     }
 
-    fn routes(&mut self, cfg: &ConfigDoc, backends: &BTreeMap<String, Arc<BackendSpec>>) -> RouteTable {
+    fn routes(&mut self, cfg: &ConfigDoc) -> RouteTable {
+        // Backends are looked up by the names in the file, so a backend with an error is not
+        // also "unknown" to every API that uses it. When `backends` is not a map at all, that
+        // is the error; references are not checked against it.
+        let backends_node = self.doc.get(&[key("backends")]);
+        let backend_names: Option<Vec<String>> =
+            match backends_node.is_none_or(|n| n.is_null() || matches!(n.kind, NodeKind::Map(_))) {
+                true => Some(self.doc.map_entries(&[key("backends")]).into_iter().map(|(k, _)| k).collect()),
+                false => None,
+            };
         let mut builder = RouteTableBuilder::default();
-        for (name, a) in &cfg.apis {
-            let p = [key("apis"), key(name)];
+        let mut origins = RouteOrigins::default();
+        // In file order, so a conflict is reported on the API or operation written later.
+        for (name, _) in self.doc.map_entries(&[key("apis")]) {
+            let Some(a) = cfg.apis.get(&name) else { continue };
+            let p = [key("apis"), key(&name)];
             let prefix = match api_prefix(&a.path) {
-                Ok(prefix) => prefix,
+                Ok(prefix) => Some(prefix),
                 Err(msg) => {
                     self.err(&at(&p, &[key("path")]), msg);
-                    continue;
+                    None
                 }
             };
-            if let Some(b) = &a.backend {
-                if !backends.contains_key(b) && !cfg.backends.contains_key(b) {
-                    let known: Vec<&str> = cfg.backends.keys().map(String::as_str).collect();
+            if let (Some(b), Some(known)) = (&a.backend, &backend_names) {
+                if !known.contains(b) {
                     self.err(
                         &at(&p, &[key("backend")]),
                         format!(
@@ -517,6 +604,7 @@ impl Compiler<'_> {
                     );
                 }
             }
+            let mut hosts = Vec::new();
             for (i, h) in a.hosts.iter().enumerate() {
                 let bare = h.strip_prefix("*.").unwrap_or(h);
                 if bare.is_empty() || !bare.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
@@ -524,57 +612,72 @@ impl Compiler<'_> {
                         &at(&p, &[key("hosts"), PathSeg::Index(i)]),
                         format!("`{h}` is not a host name (or *.domain)"),
                     );
+                } else {
+                    hosts.push(h.strip_prefix('*').map_or_else(|| h.clone(), |rest| format!("*{rest}")));
                 }
             }
-            let hosts: Vec<String> = a
-                .hosts
-                .iter()
-                .map(|h| h.strip_prefix('*').map_or_else(|| h.clone(), |rest| format!("*{rest}")))
-                .collect();
+            // Routes are only added for a valid path, for the valid hosts (an API whose hosts are
+            // all invalid must not become one for any host), and not when `operations` itself
+            // is a stand-in: an empty list would turn the API into a catch-all. The reasons are
+            // reported already.
+            let operations = format_path(&at(&p, &[key("operations")]));
+            let routable =
+                prefix.is_some() && (a.hosts.is_empty() || !hosts.is_empty()) && !self.broken.contains(&operations);
+            let prefix = prefix.unwrap_or_default();
             let api = Arc::new(Api { name: name.clone(), prefix: prefix.clone(), backend: a.backend.clone() });
-            let api_inbound =
-                build_section(&a.policies.inbound, self.doc, &at(&p, &[key("policies"), key("inbound")]), self.errors);
+            let api_inbound = self.policies(&a.policies.inbound, &at(&p, &[key("policies"), key("inbound")]));
             let api_chain = api_inbound.flatten(&[]);
             if a.operations.is_empty() {
                 let chain = Arc::new(Chain { inbound: api_chain.clone() });
                 self.check_terminal(&p, a, &chain);
+                if !routable {
+                    continue;
+                }
                 let route = Arc::new(Route { api: api.clone(), operation: None, chain });
+                let shown = if prefix.is_empty() { "/" } else { &prefix };
+                origins.add(
+                    &route,
+                    Origin {
+                        path: at(&p, &[key("path")]),
+                        value: a.path.clone(),
+                        what: format!("{shown} (and every path below it)"),
+                        of: format!("{prefix}/* of api `{name}`"),
+                    },
+                );
                 let mut patterns = join_template(&prefix, "/");
                 patterns.push(format!("{prefix}/{{*gatehouse_rest}}"));
                 for pattern in patterns {
-                    if let Err(msg) = builder.add(&hosts, &pattern, None, route.clone()) {
-                        self.err(&at(&p, &[key("path")]), msg);
-                    }
+                    // Conflicts are collected by the builder and reported from `build()`.
+                    let _ = builder.add(&hosts, &pattern, None, route.clone());
                 }
                 continue;
             }
-            let mut ids = HashSet::new();
+            let mut ids = HashMap::new();
             for (i, op) in a.operations.iter().enumerate() {
                 let op_p = at(&p, &[key("operations"), PathSeg::Index(i)]);
-                if !ids.insert(op.id.clone()) {
-                    self.err(&at(&op_p, &[key("id")]), format!("operation id `{}` is used twice in this API", op.id));
+                if let Some(first) = ids.insert(op.id.as_str(), i) {
+                    ids.insert(op.id.as_str(), first);
+                    self.err(
+                        &at(&op_p, &[key("id")]),
+                        format!("operation id `{}` is already used by operations[{first}] of this API", op.id),
+                    );
                 }
                 let method = if op.method == "*" {
-                    None
+                    Some(None)
                 } else {
                     match Method::from_bytes(op.method.to_ascii_uppercase().as_bytes()) {
-                        Ok(m) => Some(m),
+                        Ok(m) => Some(Some(m)),
                         Err(_) => {
                             self.err(&at(&op_p, &[key("method")]), format!("`{}` is not an HTTP method", op.method));
-                            continue;
+                            None
                         }
                     }
                 };
-                if !op.template.starts_with('/') {
+                let template_ok = op.template.starts_with('/');
+                if !template_ok {
                     self.err(&at(&op_p, &[key("template")]), "a template starts with / (e.g. \"/{id}\")");
-                    continue;
                 }
-                let op_inbound = build_section(
-                    &op.policies.inbound,
-                    self.doc,
-                    &at(&op_p, &[key("policies"), key("inbound")]),
-                    self.errors,
-                );
+                let op_inbound = self.policies(&op.policies.inbound, &at(&op_p, &[key("policies"), key("inbound")]));
                 let chain = Arc::new(Chain { inbound: op_inbound.flatten(&api_chain) });
                 if a.backend.is_none() && !chain.terminates() {
                     self.err(
@@ -582,19 +685,62 @@ impl Compiler<'_> {
                         "this operation has no backend: set the API's `backend` or answer it with `return-response`",
                     );
                 }
+                let Some(method) = method.filter(|_| routable && template_ok) else { continue };
                 let route = Arc::new(Route { api: api.clone(), operation: Some(op.id.clone()), chain });
+                let path = match op.template.as_str() {
+                    "/" if !prefix.is_empty() => prefix.clone(),
+                    t => display_pattern(&format!("{prefix}{t}")),
+                };
+                let what = match &method {
+                    Some(m) => format!("{m} {path}"),
+                    None => format!("{path} (any method)"),
+                };
+                let of = format!("{what} of api `{name}` operation `{}`", op.id);
+                let path = at(&op_p, &[key("template")]);
+                origins.add(&route, Origin { path, value: op.template.clone(), what, of });
                 for pattern in join_template(&prefix, &op.template) {
-                    if let Err(msg) = builder.add(&hosts, &pattern, method.clone(), route.clone()) {
-                        self.err(&at(&op_p, &[key("template")]), msg);
-                    }
+                    let _ = builder.add(&hosts, &pattern, method.clone(), route.clone());
                 }
             }
         }
         match builder.build() {
             Ok(t) => t,
-            Err(msgs) => {
-                for m in msgs {
-                    self.err(&[key("apis")], m);
+            Err(conflicts) => {
+                let mut seen = HashSet::new();
+                for c in conflicts {
+                    let Some(Origin { path, value, what, .. }) = origins.get(&c.claim.route) else { continue };
+                    let other = match &c.kind {
+                        ConflictKind::Duplicate(prev) | ConflictKind::Overlap(Some(prev)) => {
+                            Arc::as_ptr(&prev.route) as usize
+                        }
+                        ConflictKind::Overlap(None) => 1,
+                        ConflictKind::Invalid(_) => 0,
+                    };
+                    if !seen.insert((Arc::as_ptr(&c.claim.route) as usize, other)) {
+                        continue; // the same pair again: another pattern or host of the same routes
+                    }
+                    let mut msg = match &c.kind {
+                        ConflictKind::Duplicate(prev) => {
+                            format!("{what} is also defined by {}", describe_route(&prev.route))
+                        }
+                        ConflictKind::Overlap(Some(prev)) => {
+                            let of =
+                                origins.get(&prev.route).map_or_else(|| describe_route(&prev.route), |o| o.of.clone());
+                            match same_but_parameter_names(&c.claim, prev) {
+                                true => format!(
+                                    "{what} and {of} are the same path with different parameter names: \
+                                     name them the same"
+                                ),
+                                false => format!("{what} overlaps {of}"),
+                            }
+                        }
+                        ConflictKind::Overlap(None) => format!("{what} overlaps another route"),
+                        ConflictKind::Invalid(why) => format!("`{value}` is not a valid template: {why}"),
+                    };
+                    if let Some(host) = &c.host {
+                        msg.push_str(&format!(" (on host `{host}`)"));
+                    }
+                    self.err(path, msg);
                 }
                 RouteTable::default()
             }
@@ -606,6 +752,62 @@ impl Compiler<'_> {
             self.err(p, "this API has no backend: set `backend` or answer it with `return-response`");
         }
     }
+}
+
+/// Where a route came from, for conflict messages.
+struct Origin {
+    /// The key to report at: `apis.X.path` or `apis.X.operations[i].template`.
+    path: Vec<PathSeg>,
+    /// As written there.
+    value: String,
+    /// The route as the subject of a sentence: "GET /orders/{id}".
+    what: String,
+    /// And as its object: "GET /orders/{id} of api `orders` operation `get-order`".
+    of: String,
+}
+
+/// Origins by route (`Arc` address).
+#[derive(Default)]
+struct RouteOrigins(HashMap<usize, Origin>);
+
+impl RouteOrigins {
+    fn add(&mut self, route: &Arc<Route>, origin: Origin) {
+        self.0.insert(Arc::as_ptr(route) as usize, origin);
+    }
+
+    fn get(&self, route: &Arc<Route>) -> Option<&Origin> {
+        self.0.get(&(Arc::as_ptr(route) as usize))
+    }
+}
+
+fn describe_route(r: &Route) -> String {
+    match &r.operation {
+        Some(op) => format!("api `{}` operation `{op}`", r.api.name),
+        None => format!("api `{}`", r.api.name),
+    }
+}
+
+/// Two operation patterns that differ only in their parameter names (`/{id}` and `/{order_id}`).
+fn same_but_parameter_names(a: &Claim, b: &Claim) -> bool {
+    fn shape(p: &str) -> String {
+        let mut out = String::with_capacity(p.len());
+        let mut in_param = false;
+        for c in p.chars() {
+            match c {
+                '{' => in_param = true,
+                '}' if in_param => {
+                    in_param = false;
+                    out.push_str("{}");
+                }
+                '*' if in_param => out.push('*'),
+                _ if in_param => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let ops = a.route.operation.is_some() && b.route.operation.is_some();
+    ops && a.pattern != b.pattern && shape(&a.pattern) == shape(&b.pattern)
 }
 
 /// `/orders` → "/orders", `/` → "", `/v1/orders/` → "/v1/orders".
@@ -654,5 +856,55 @@ mod tests {
         let (s, a, b) = parse_server_url("https://h:8443/v1/").expect("url");
         assert_eq!((s.as_str(), a.as_str(), b.as_str()), ("https", "h:8443", "/v1"));
         assert!(parse_server_url("ftp://h").is_err());
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let errors = compile_str("gw.yaml", yaml, Path::new(".")).err().expect("errors");
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn stand_in_values_do_not_add_errors() {
+        // Every value of the wrong type is reported once; the checks on the stand-in values it
+        // leaves (0, "", an empty list) stay quiet, while the checks on the other values run.
+        let yaml = "listeners:\n  - { name: [x], bind: [y] }\nruntime: { workers: two }\n\
+                    edge: { limits: { headers: abc, header_bytes: 512B } }\n\
+                    backends:\n  b:\n    servers: 5\n    health: { path: /h, healthy_threshold: x }\n\
+                    apis:\n  a: { path: /a, backend: b, operations: x }\n  c: { path: /a, backend: b }\n";
+        assert_eq!(
+            errors(yaml),
+            [
+                "gw.yaml:2:13: listeners[0].name: expected a string, found a list",
+                "gw.yaml:2:24: listeners[0].bind: expected a string, found a list",
+                "gw.yaml:3:21: runtime.workers: expected an integer, found \"two\"",
+                "gw.yaml:4:28: edge.limits.headers: expected an integer, found \"abc\"",
+                "gw.yaml:4:47: edge.limits.header_bytes: header_bytes must be between 1KiB and 1MiB",
+                "gw.yaml:7:14: backends.b.servers: expected a list, found 5",
+                "gw.yaml:8:44: backends.b.health.healthy_threshold: expected an integer, found \"x\"",
+                "gw.yaml:10:42: apis.a.operations: expected a list, found \"x\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn sections_of_the_wrong_shape_are_one_error() {
+        let yaml = "listeners: [ { name: main, bind: \"127.0.0.1:8080\" } ]\nbackends: [ b ]\n\
+                    apis:\n  a: { path: /a, backend: b }\n";
+        assert_eq!(errors(yaml), ["gw.yaml:2:11: backends: expected a map, found a list"]);
+        let yaml = "listeners: [ { name: main, bind: \"127.0.0.1:8080\" } ]\napis: 5\n";
+        assert_eq!(errors(yaml), ["gw.yaml:2:7: apis: expected a map, found 5"]);
+    }
+
+    #[test]
+    fn an_unknown_key_does_not_silence_its_neighbours() {
+        let yaml = "listeners: [ { name: main, bind: \"127.0.0.1:8080\" } ]\nbackends:\n  b:\n    \
+                    servers: [ { url: \"https://127.0.0.1:9443\" } ]\n    tls: { client_cert: c.pem, verfy: false }\n\
+                    apis:\n  a: { path: /a, backend: b, colour: red }\n  c: { path: /a, backend: b }\n";
+        let errors = errors(yaml);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].ends_with("backends.b.tls: client_cert and client_key go together"), "{errors:#?}");
+        assert!(errors[1].contains("backends.b.tls.verfy: unknown key `verfy`"), "{errors:#?}");
+        assert!(errors[2].contains("apis.a.colour: unknown key `colour`"), "{errors:#?}");
+        assert_eq!(errors[3], "gw.yaml:8:14: apis.c.path: /a (and every path below it) is also defined by api `a`");
     }
 }

@@ -94,6 +94,10 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     #[serde(default = "LimitsConfig::default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Requests (HTTP/1.1) or streams (HTTP/2) one connection may carry before it is closed
+    /// gracefully; bounds paced HTTP/2 Rapid Reset. nginx `keepalive_requests`.
+    #[serde(default = "LimitsConfig::default_max_requests")]
+    pub max_requests_per_connection: u64,
 }
 
 impl LimitsConfig {
@@ -121,6 +125,9 @@ impl LimitsConfig {
     fn default_h2_streams() -> u32 {
         100
     }
+    fn default_max_requests() -> u64 {
+        1000
+    }
 }
 
 impl Default for LimitsConfig {
@@ -134,6 +141,7 @@ impl Default for LimitsConfig {
             idle_timeout: Self::default_idle_timeout(),
             max_connections: Self::default_max_connections(),
             h2_max_concurrent_streams: Self::default_h2_streams(),
+            max_requests_per_connection: Self::default_max_requests(),
         }
     }
 }

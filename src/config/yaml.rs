@@ -16,6 +16,8 @@
 //! deserialization again, skipping the list elements and map entries that failed before, until a
 //! run finds no new failure (at most 256 runs). Leaf type errors never abort: a default value is
 //! visited instead. Errors come back sorted by position, each reported once.
+//! [`Document::deserialize_at_lenient`] also returns the value of that last run when nothing but
+//! leaves and defaulted fields failed, so later checks can still look at the rest of it.
 //!
 //! Not supported: `#[serde(flatten)]` and internally tagged enums (they bypass the field list, so
 //! unknown keys inside them go unreported). Untagged enums work but only say that no form matched.
@@ -30,6 +32,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, Expected, Unexpected, V
 
 const MAX_DEPTH: usize = 128;
 const MAX_PASSES: usize = 256;
+const UNKNOWN_KEY: &str = "unknown key `";
 const QUOTE_HINT: &str = " (quoted values are strings: remove the quotes)";
 
 /// One YAML node with the 1-based position where it starts.
@@ -61,7 +64,8 @@ impl Node {
         }
     }
 
-    fn is_null(&self) -> bool {
+    /// `~`, `null` or an empty plain value.
+    pub fn is_null(&self) -> bool {
         matches!(resolve(self), Some(Scalar::Null))
     }
 
@@ -116,6 +120,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An unknown key: the rest of its map was read as written, nothing stands in for a value.
+    pub fn is_unknown_key(&self) -> bool {
+        self.message.starts_with(UNKNOWN_KEY)
+    }
+
     fn new(file: &str, (line, col): (usize, usize), path: &[PathSeg], message: String) -> Self {
         let (file, path) = (file.to_string(), format_path(path));
         ConfigError { file, line, col, path, message }
@@ -170,7 +179,7 @@ impl Document {
                 Ok(x) => x,
                 Err(e) => {
                     let at = (e.marker().line(), e.marker().col() + 1);
-                    let hint = unclosed_hint(&lines, &stack, at.0);
+                    let hint = unclosed_hint(&lines, at.0);
                     err(at, &format!("{}{hint}", e.info()));
                     break;
                 }
@@ -404,26 +413,41 @@ fn char_at(lines: &[&str], line: usize, col: usize) -> Option<char> {
 }
 
 /// For a syntax error after an unclosed `{` or `[`: ` (the `{` opened at 3:5 is not closed)`.
-/// Given when the error is on a later line that does not continue the collection (the end of
-/// the file, or a line indented no deeper than the one with the bracket), since the parser
-/// reports such an error where it gave up (often as "invalid indentation"), not at the bracket.
-fn unclosed_hint(lines: &[&str], stack: &[Frame], err_line: usize) -> String {
-    let Some((node, bracket)) = stack
-        .iter()
-        .rev()
-        .map(|f| &f.node)
-        .find_map(|n| char_at(lines, n.line, n.col).filter(|c| n.flow && matches!(c, '{' | '[')).map(|c| (n, c)))
-    else {
+/// The parser reports such an error where it gave up (often as "invalid indentation" on the
+/// next key), not at the bracket. Given when the error is on a later line than the bracket that
+/// does not continue the collection: the end of the file, or a line indented no deeper than the
+/// one with the bracket.
+fn unclosed_hint(lines: &[&str], err_line: usize) -> String {
+    // The parser may fail before it emits the collection's start, so re-read the lines before
+    // the error (the whole file for an error at its end) and see what is still open there.
+    let upto = err_line.saturating_sub(1).min(lines.len());
+    let text: String = lines[..upto].iter().flat_map(|l| [*l, "\n"]).collect();
+    let mut open: Vec<Option<(char, usize, usize)>> = Vec::new();
+    for ev in Parser::new_from_str(&text) {
+        let Ok((ev, span)) = ev else { break };
+        match ev {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                let (line, col) = (span.start.line(), span.start.col() + 1);
+                let bracket = char_at(lines, line, col).filter(|c| matches!(c, '{' | '['));
+                open.push(bracket.map(|b| (b, line, col)));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let Some((bracket, line, col)) = open.into_iter().rev().flatten().next() else {
         return String::new();
     };
     let indent = |l: &str| l.len() - l.trim_start().len();
     let moved_on = match lines.get(err_line.wrapping_sub(1)) {
         None => true,
         Some(l) if l.trim().is_empty() => true,
-        Some(l) => indent(l) <= lines.get(node.line - 1).map_or(0, |o| indent(o)),
+        Some(l) => indent(l) <= lines.get(line - 1).map_or(0, |o| indent(o)),
     };
-    match err_line > node.line && moved_on {
-        true => format!(" (the `{bracket}` opened at {}:{} is not closed)", node.line, node.col),
+    match err_line > line && moved_on {
+        true => format!(" (the `{bracket}` opened at {line}:{col} is not closed)"),
         false => String::new(),
     }
 }
@@ -591,7 +615,7 @@ impl de::Error for DeError {
         Self::custom(format_args!("unknown value `{variant}` ({expected})"))
     }
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        Self::custom(format_args!("unknown key `{field}` ({})", one_of(expected)))
+        Self::custom(format_args!("{UNKNOWN_KEY}{field}` ({})", one_of(expected)))
     }
     fn missing_field(field: &'static str) -> Self {
         DeError::Fresh(format!("missing key `{field}`"), FreshKind::Missing(field))
@@ -957,7 +981,7 @@ impl<'de> de::MapAccess<'de> for MapAcc<'_, 'de, '_> {
             if let Some(fields) = self.fields {
                 match name {
                     Some(n) if fields.contains(&n) => {}
-                    Some(n) => key_de.record(format!("unknown key `{n}` ({})", one_of(fields))),
+                    Some(n) => key_de.record(format!("{UNKNOWN_KEY}{n}` ({})", one_of(fields))),
                     None => key_de.mismatch("a key name", false),
                 }
                 if !name.is_some_and(|n| fields.contains(&n)) {
@@ -1179,6 +1203,83 @@ mod tests {
         assert_eq!(e.to_string(), "gw.yaml:12:9: m");
         let path = [PathSeg::Index(0), PathSeg::Key("a".into()), PathSeg::Key("".into())];
         assert_eq!(format_path(&path), "[0].a[\"\"]");
+        // No position (an unreadable file): no fake `:0:0`.
+        let mut e = ConfigError::new("gw.yaml", (0, 0), &[], "cannot read the config file".into());
+        assert_eq!(e.to_string(), "gw.yaml: cannot read the config file");
+        e.path = "apis".into();
+        assert_eq!(e.to_string(), "gw.yaml: apis: cannot read the config file");
+    }
+
+    #[test]
+    fn keys_are_located_at_the_key() {
+        let doc = Document::parse("gw.yaml", "a:\n  b:\n    c: 1\nl: [ { k: v } ]\n").expect("parse");
+        let key = |k: &str| PathSeg::Key(k.into());
+        assert_eq!(doc.locate(&[key("a"), key("b")]), (3, 5));
+        assert_eq!(doc.locate_key(&[key("a"), key("b")]), (2, 3));
+        assert_eq!(doc.locate_key(&[key("a")]), (1, 1));
+        assert_eq!(doc.locate_key(&[key("l"), PathSeg::Index(0), key("k")]), (4, 8));
+        // A list element, or no such key: like `locate`.
+        assert_eq!(doc.locate_key(&[key("l"), PathSeg::Index(0)]), (4, 6));
+        assert_eq!(doc.locate_key(&[key("a"), key("nope")]), (2, 3));
+        let e = doc.error_at_key(&[key("a"), key("b")], "m");
+        assert_eq!(e.to_string(), "gw.yaml:2:3: a.b: m");
+    }
+
+    #[test]
+    fn lenient_keeps_what_could_be_read() {
+        let yaml = "listen: [x]\nbackends:\n  orders:\n    servers:\n      - url: http://a\n        weight: abc\n    balance: random\n";
+        let doc = Document::parse("gw.yaml", yaml).expect("parse");
+        let (value, errors) = doc.deserialize_at_lenient::<Gw>(&[]).expect("node");
+        let gw = value.expect("only leaf errors and a defaulted field");
+        assert_eq!(gw.listen, "");
+        let orders = &gw.backends["orders"];
+        assert_eq!((orders.servers[0].url.as_str(), orders.servers[0].weight), ("http://a", 0));
+        assert_eq!(orders.balance, Balance::RoundRobin);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors, [
+            "gw.yaml:1:9: listen: expected a string, found a list",
+            "gw.yaml:6:17: backends.orders.servers[0].weight: expected an integer, found \"abc\"",
+            "gw.yaml:7:14: backends.orders.balance: unknown value `random` (expected one of: round_robin, least_request)",
+        ]);
+        // The strict form gives the same errors and no value.
+        assert_eq!(doc.deserialize::<Gw>().expect_err("errors").len(), 3);
+        // A dropped list element (or map entry) would shift what follows: no value.
+        let yaml = "listen: x\nroutes:\n  - path: /a\n    plugins: [bogus, cors]\n";
+        let doc = Document::parse("gw.yaml", yaml).expect("parse");
+        let (value, errors) = doc.deserialize_at_lenient::<Gw>(&[]).expect("node");
+        assert!(value.is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        // A missing required key: no value either.
+        let doc = Document::parse("gw.yaml", "backends: {}\n").expect("parse");
+        let (value, errors) = doc.deserialize_at_lenient::<Gw>(&[]).expect("node");
+        assert!(value.is_none());
+        assert_eq!(errors[0].message, "missing key `listen`");
+        assert!(doc.deserialize_at_lenient::<Gw>(&[PathSeg::Key("nope".into())]).is_none());
+    }
+
+    #[test]
+    fn unclosed_brackets_and_list_hints() {
+        let message = |text: &str| Document::parse("f", text).expect_err(text)[0].to_string();
+        assert_eq!(
+            message("l:\n  - { name: main, bind: \"127.0.0.1:8080\"\nbackends:\n  b: 1\n"),
+            "f:3:1: invalid indentation (the `{` opened at 2:5 is not closed)"
+        );
+        assert!(message("l:\n  - { name: main, bind: x\nbackends:\n  c: 1\n")
+            .ends_with(" (the `{` opened at 2:5 is not closed)"));
+        assert!(message("l: [ a, b\n").ends_with(" (the `[` opened at 1:4 is not closed)"));
+        assert!(message("a:\n  - [1, 2\n  - [3]\n").ends_with(" (the `[` opened at 2:5 is not closed)"));
+        // A bracket that is closed later, or an error on its own line: no hint.
+        for text in ["a: { b: 1 \n  c: 2 }\n", "a: [ { u: x }, { b: 2 ]\n", "a: [\n  { u: x },\n  u: y: z\n]\n"] {
+            assert!(!message(text).contains("opened at"), "{text:?}: {}", message(text));
+        }
+        let yaml = "listen: x\nroutes:\n  path: /\nbackends:\n  b:\n    servers: { url: x }\n";
+        assert_eq!(
+            errors::<Gw>(yaml),
+            [
+                "gw.yaml:3:3: routes: expected a list, found a map (start each entry with `- `)",
+                "gw.yaml:6:14: backends.b.servers: expected a list, found a map (for a list of one, write `[ { … } ]`)",
+            ]
+        );
     }
 
     #[derive(Debug, Deserialize, PartialEq)]

@@ -41,7 +41,8 @@ fn hex128(v: u128, out: &mut [u8; 32]) {
 fn new_request_id_value() -> HeaderValue {
     let mut out = [0u8; 32];
     hex128(rand::random::<u128>(), &mut out);
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `edge.trusted_proxies`, compiled.
@@ -172,7 +173,9 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
     }
     let host = d.host.and_then(|h| h.to_str().ok()).filter(|h| !h.contains(['"', '\\']));
     let prev = if d.peer_trusted { joined(headers, &FORWARDED) } else { None };
-    let mut element = String::with_capacity(prev.as_ref().map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len));
+    let mut element = String::with_capacity(
+        prev.as_ref().map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len),
+    );
     if let Some(prev) = &prev {
         element.push_str(prev);
         element.push_str(", ");

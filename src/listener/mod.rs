@@ -8,6 +8,7 @@
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,9 @@ pub fn http_builder(s: &Snapshot) -> auto::Builder<TokioExecutor> {
     let l = &s.edge.limits;
     b.http1()
         .timer(TokioTimer::new())
+        // The guard owns the header deadline (408) and the idle timeout; hyper's own 30 s
+        // default would otherwise close idle keep-alive connections regardless of the config.
+        .header_read_timeout(None)
         .keep_alive(true)
         // The guard enforces the configured limits with problem+json answers; hyper's own
         // limits sit above them as a backstop.
@@ -112,13 +116,16 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let tls_config = tls.load_full();
         let watcher = graceful.watcher();
+        let stop_conn = stop.clone();
         let gw = gw.clone();
         tokio::spawn(async move {
-            serve_connection(gw, stream, peer, local_port, tls_config, watcher).await;
+            serve_connection(gw, stream, peer, local_port, tls_config, watcher, stop_conn).await;
             drop(permit);
         });
     }
     drop(listener);
+    // Connections drain on `stop` (see `run_http`), whichever way the loop ended.
+    stop.cancel();
     let grace = gw.active().snapshot.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?grace, "Connections still open after the grace period were closed.");
@@ -132,6 +139,7 @@ async fn serve_connection(
     local_port: u16,
     tls: Option<Arc<rustls::ServerConfig>>,
     watcher: hyper_util::server::graceful::Watcher,
+    stop: CancellationToken,
 ) {
     let active = gw.active();
     let limits: GuardLimits = active.snapshot.edge.limits.clone();
@@ -140,7 +148,7 @@ async fn serve_connection(
     match tls {
         None => {
             let io = H1Guard::new(stream, limits, shared.clone(), hook, false);
-            run_http(gw, active, io, peer, local_port, false, shared, watcher).await;
+            run_http(gw, active, io, peer, local_port, false, shared, watcher, stop).await;
         }
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
@@ -150,7 +158,7 @@ async fn serve_connection(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = H1Guard::new(tls_stream, limits, shared.clone(), hook, h2);
-            run_http(gw, active, io, peer, local_port, true, shared, watcher).await;
+            run_http(gw, active, io, peer, local_port, true, shared, watcher, stop).await;
         }
     }
 }
@@ -165,17 +173,50 @@ async fn run_http<S>(
     tls: bool,
     shared: Arc<ConnShared>,
     watcher: hyper_util::server::graceful::Watcher,
+    stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(ConnInfo::new(peer, local_port, tls, shared));
     let builder = active.http.clone();
+    let active_max_requests = active.snapshot.edge.max_requests_per_connection;
     drop(active);
     // Each request reads the snapshot that is active when it arrives: keep-alive connections
     // pick up a reload at their next request, in-flight requests finish on the old one.
-    let svc = service_fn(move |req| proxy::handle(gw.active(), info.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    let _ = watcher.watch(conn.into_owned()).await;
+    let served = AtomicU64::new(0);
+    let max_requests = active_max_requests;
+    let goaway = CancellationToken::new();
+    let svc = {
+        let goaway = goaway.clone();
+        service_fn(move |req| {
+            // `edge.limits.max_requests_per_connection` (nginx `keepalive_requests`, HAProxy
+            // `max-total-streams`) bounds a Rapid Reset paced below hyper's pending-accept reset
+            // limit: after the GOAWAY hyper accepts no more streams, so a peer that keeps opening
+            // and resetting them is closed with ENHANCE_YOUR_CALM.
+            if served.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
+                goaway.cancel();
+            }
+            proxy::handle(gw.active(), info.clone(), req)
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
+    let mut conn = std::pin::pin!(conn);
+    // Held, not used to watch: the listener's drain waits for this connection while it lives.
+    let _watcher = watcher;
+    let mut told = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = goaway.cancelled(), if !told => {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = stop.cancelled(), if !told => {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// A hook that writes guard rejections (400, 408, 413, 414, 431) to the access log.

@@ -22,7 +22,7 @@ use crate::config::{ConfigError, Document, PathSeg, PolicyConfig};
 pub enum Outcome {
     Continue,
     /// Answer the client now; later policies and the backend are skipped.
-    Respond(Response<ResponseBody>),
+    Respond(Box<Response<ResponseBody>>),
 }
 
 /// What a policy may read of the request.

@@ -86,7 +86,7 @@ impl Policy for ReturnResponse {
         let mut resp = Response::new(ResponseBody::full(self.body.clone()));
         *resp.status_mut() = self.status;
         *resp.headers_mut() = self.headers.clone();
-        Outcome::Respond(resp)
+        Outcome::Respond(Box::new(resp))
     }
 
     fn terminates(&self) -> bool {

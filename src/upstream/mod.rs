@@ -148,7 +148,6 @@ impl HealthRegistry {
     }
 }
 
-
 /// Retries may add at most `budget_percent` of the requests of the current second, or
 /// `min_per_second`, whichever is larger, so a failing backend is not hit by a retry storm.
 #[derive(Debug, Default)]
@@ -490,7 +489,12 @@ impl Backend {
         let uri = if self.spec.protocol == Protocol::Http1 {
             Uri::from(pq)
         } else {
-            match Uri::builder().scheme(server.scheme.clone()).authority(server.authority.clone()).path_and_query(pq).build() {
+            match Uri::builder()
+                .scheme(server.scheme.clone())
+                .authority(server.authority.clone())
+                .path_and_query(pq)
+                .build()
+            {
                 Ok(u) => u,
                 Err(_) => return false,
             }
@@ -515,7 +519,6 @@ impl Backend {
             _ => false,
         }
     }
-
 
     /// Is server `i` currently usable (for tests and metrics)?
     pub fn server_available(&self, i: usize) -> bool {

@@ -87,7 +87,11 @@ impl Pool {
     pub fn new(config: PoolConfig, servers: usize) -> Pool {
         let slots = (0..servers)
             .map(|_| {
-                Arc::new(ServerSlot { idle: Mutex::new(Vec::new()), h2: Mutex::new(None), idle_timeout: config.idle_timeout })
+                Arc::new(ServerSlot {
+                    idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
+                    idle_timeout: config.idle_timeout,
+                })
             })
             .collect();
         Pool { config, slots }
@@ -103,7 +107,7 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
         let slot = &self.slots[i];
         if self.config.protocol == Protocol::Http2 {
-            let mut sender = self.h2_sender(slot, server).await?;
+            let mut sender = Box::pin(self.h2_sender(slot, server)).await?;
             return match sender.send_request(req).await {
                 Ok(resp) => Ok((resp, None)),
                 Err(e) => {
@@ -115,7 +119,9 @@ impl Pool {
         loop {
             let (mut sender, fresh) = match self.checkout(slot).await {
                 Some(s) => (s, false),
-                None => (self.connect_h1(server).await?, true),
+                // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out of
+                // line keeps the per-request future small and cheap to move.
+                None => (Box::pin(self.connect_h1(server)).await?, true),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(Checkin { slot: slot.clone(), sender }))),
@@ -148,7 +154,11 @@ impl Pool {
         }
     }
 
-    async fn h2_sender(&self, slot: &ServerSlot, server: &ServerSpec) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+    async fn h2_sender(
+        &self,
+        slot: &ServerSlot,
+        server: &ServerSpec,
+    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
         let existing = slot.h2.lock().clone();
         if let Some(mut s) = existing {
             if !s.is_closed() && s.ready().await.is_ok() {
@@ -248,7 +258,11 @@ impl tokio::io::AsyncWrite for MaybeTls {
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(t) => Pin::new(t).poll_write_vectored(cx, bufs),
             MaybeTls::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),

@@ -106,3 +106,39 @@ async fn backend_failures_say_backend() {
     assert_eq!(last["upstream_status"], 500);
     assert_eq!(last["api"], "api");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_are_believed_and_hop_by_hop_headers_dropped() {
+    let b = backend().await;
+    let g = gateway(&simple_config(b.addr, "", "  trusted_proxies: [ \"127.0.0.1/32\" ]")).await;
+    let req = Request::get(g.url("/api/x"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=203.0.113.7;proto=https")
+        .header("x-request-id", "apache-unique-id-123")
+        .header("connection", "keep-alive, X-Secret-Hop")
+        .header("x-secret-hop", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .body(Full::default())
+        .expect("req");
+    let got = send(&client(), req).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["x-request-id"], "apache-unique-id-123", "a trusted proxy's request id is kept");
+    let s = &b.requests()[0];
+    assert_eq!(s.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(s.headers["x-forwarded-proto"], "https");
+    assert_eq!(
+        s.headers["forwarded"],
+        format!("for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=\"{}\"", g.addr)
+    );
+    assert_eq!(s.headers["x-request-id"], "apache-unique-id-123");
+    for h in ["x-secret-hop", "keep-alive", "te"] {
+        assert!(!s.headers.contains_key(h), "{h} reached the backend");
+    }
+    // The log carries the real client address, taken from the trusted X-Forwarded-For.
+    let lines = g.log_lines().await;
+    let last: serde_json::Value = serde_json::from_str(lines.last().expect("a log line")).expect("json");
+    assert_eq!(last["client_ip"], "203.0.113.7");
+    assert_eq!(last["request_id"], "apache-unique-id-123");
+}

@@ -54,7 +54,10 @@ async fn weighted_round_robin_and_hashing() {
             assert_eq!(send(&c, req).await.status, 200);
         }
         let after = (a.count(), b.count());
-        assert!(after.0 - before.0 == 5 || after.1 - before.1 == 5, "user {user} was not sticky: {before:?} -> {after:?}");
+        assert!(
+            after.0 - before.0 == 5 || after.1 - before.1 == 5,
+            "user {user} was not sticky: {before:?} -> {after:?}"
+        );
     }
 }
 
@@ -68,7 +71,9 @@ async fn least_request_avoids_a_busy_server() {
     for _ in 0..20 {
         let c = c.clone();
         let url = g.url("/api/x");
-        tasks.push(tokio::spawn(async move { send(&c, Request::get(url).body(Full::default()).expect("req")).await.status }));
+        tasks.push(tokio::spawn(async move {
+            send(&c, Request::get(url).body(Full::default()).expect("req")).await.status
+        }));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for t in tasks {
@@ -245,7 +250,10 @@ async fn upgrade_echo_backend() -> SocketAddr {
                     r.headers_mut().insert("upgrade", "websocket".parse().expect("hv"));
                     Ok::<_, std::convert::Infallible>(r)
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
             });
         }
     });
@@ -278,10 +286,16 @@ async fn expect_100_continue() {
     let b = backend().await;
     let g = gateway(&simple_config(b.addr, "", "")).await;
     let mut s = TcpStream::connect(g.addr).await.expect("connect");
-    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.expect("write");
+    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("timely").expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     s.write_all(b"hello").await.expect("write");
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("timely").expect("read");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -293,7 +307,11 @@ async fn expect_100_continue() {
 /// Peak resident memory of this process (VmHWM), in KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +349,10 @@ async fn a_large_upload_streams_with_bounded_memory() {
     let before = peak_rss_kib();
     let sent = Arc::new(AtomicUsize::new(0));
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
-    let stream = futures_util::stream::iter((0..(TOTAL as usize / CHUNK)).map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))));
+    let stream = futures_util::stream::iter(
+        (0..(TOTAL as usize / CHUNK))
+            .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))),
+    );
     let body = http_body_util::StreamBody::new(stream);
     let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let req = Request::post(g.url("/api/upload")).header("content-length", TOTAL.to_string()).body(body).expect("req");
