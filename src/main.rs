@@ -7,11 +7,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: a proxied request makes a few dozen small, short-lived
-/// allocations (header maps, bodies, futures); mimalloc's thread-local free lists serve them
-/// with fewer instructions and without glibc's heap trimming (see BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gatehouse::server::{Gateway, ReloadError};
 use gatehouse::snapshot;
 
