@@ -59,7 +59,7 @@ pub fn client_config(o: &ClientTlsOptions<'_>) -> Result<ClientConfig, String> {
         }
         builder.with_root_certificates(roots)
     } else {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification::new()))
     };
     // ALPN stays empty: hyper-rustls's connector builder panics otherwise, and offers `h2`
     // itself when the backend's protocol is http2 (nothing for HTTP/1.1).
@@ -72,8 +72,21 @@ pub fn client_config(o: &ClientTlsOptions<'_>) -> Result<ClientConfig, String> {
 }
 
 /// `verify: false`: accepts any certificate (signatures are still checked for the handshake).
+/// Public so tests can act as a client that looks at whatever certificate it is shown.
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerification {
+    pub fn new() -> Self {
+        NoVerification(provider())
+    }
+}
+
+impl Default for NoVerification {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

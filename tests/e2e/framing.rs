@@ -251,21 +251,8 @@ fn assert_no_failures(failures: Vec<String>) {
 
 /// The config for most framing tests: `/api` → backend `b`, `/hello` answered by the gateway.
 pub fn framing_config(addr: SocketAddr, edge: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: main, bind: "127.0.0.1:0" }}
-edge:
-  access_log: {{ format: json, path: "{{log}}" }}
-{edge}
-backends:
-  b:
-    servers: [ {{ url: "http://{addr}" }} ]
-apis:
-  api:
-    path: /api
-    backend: b
-  hello:
+    simple_config(addr, "", edge)
+        + r#"  hello:
     path: /hello
     operations:
       - id: hi
@@ -273,9 +260,8 @@ apis:
         template: /
         policies:
           inbound:
-            - return-response: {{ status: 201, headers: {{ content-type: text/plain }}, body: "hi there" }}
+            - return-response: { status: 201, headers: { content-type: text/plain }, body: "hi there" }
 "#
-    )
 }
 
 /// A smuggled request that must never reach the backend.

@@ -393,4 +393,3 @@ async fn concurrent_loggers_write_whole_lines() {
         assert!(v["path"].as_str().is_some_and(|p| p.starts_with("/t")));
     }
 }
-
