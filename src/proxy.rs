@@ -391,59 +391,65 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[s..e.max(s)]
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    n == header::CONNECTION
-        || n == header::TE
-        || n == header::TRAILER
-        || n == header::TRANSFER_ENCODING
-        || n == header::UPGRADE
-        || matches!(n.as_str(), "keep-alive" | "proxy-connection" | "http2-settings")
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop, as a bit each.
+fn hop_by_hop_bit(n: &HeaderName) -> u8 {
+    if n == header::CONNECTION {
+        1
+    } else if n == header::TE {
+        2
+    } else if n == header::TRAILER {
+        4
+    } else if n == header::TRANSFER_ENCODING {
+        8
+    } else if n == header::UPGRADE {
+        16
+    } else {
+        match n.as_str() {
+            "keep-alive" => 32,
+            "proxy-connection" => 64,
+            "http2-settings" => 128,
+            _ => 0,
+        }
+    }
 }
 
 /// RFC 9110 §7.6.1: hop-by-hop fields and every field the `Connection` header names are removed.
 /// Framing and Host are never removed this way: the gateway sets those itself. One pass over the
-/// field names finds what is present; nothing is allocated.
+/// field names records which are present, so the common cases (none, or `Connection:
+/// keep-alive` from a backend) cost no lookups by name and no allocation.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut present = 0u8;
     for name in h.keys() {
-        if is_hop_by_hop(name) {
-            present |= 1;
-            if name == header::CONNECTION {
-                present |= 2;
-            }
-        }
+        present |= hop_by_hop_bit(name);
     }
     if present == 0 {
         return;
     }
-    if present & 2 != 0 {
+    if present & 1 != 0 {
         // Remove the fields that Connection nominates, then Connection itself.
-        while let Some(value) = h.get(header::CONNECTION).cloned() {
-            h.remove(header::CONNECTION);
-            for token in value.as_bytes().split(|c| *c == b',') {
-                let token = trim(token);
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case(b"close")
-                    || token.eq_ignore_ascii_case(b"keep-alive") && !h.contains_key("keep-alive")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    if name != header::HOST && name != header::CONTENT_LENGTH {
-                        h.remove(name);
-                    }
-                }
-            }
-        }
-    }
-    for name in [header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
-        if h.contains_key(&name) {
+        let nominated: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|c| *c == b','))
+            .map(trim)
+            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH && hop_by_hop_bit(n) == 0)
+            .collect();
+        h.remove(header::CONNECTION);
+        for name in nominated {
             h.remove(name);
         }
     }
-    for name in ["keep-alive", "proxy-connection", "http2-settings"] {
-        if h.contains_key(name) {
+    const BY_BIT: [(u8, HeaderName); 4] =
+        [(2, header::TE), (4, header::TRAILER), (8, header::TRANSFER_ENCODING), (16, header::UPGRADE)];
+    for (bit, name) in BY_BIT {
+        if present & bit != 0 {
+            h.remove(name);
+        }
+    }
+    for (bit, name) in [(32, "keep-alive"), (64, "proxy-connection"), (128, "http2-settings")] {
+        if present & bit != 0 {
             h.remove(name);
         }
     }
