@@ -427,3 +427,56 @@ async fn combined_access_log() {
     assert!(!line.contains("secret123") && !line.contains("topsecret"));
     let _ = BodyExt::boxed(Full::<Bytes>::default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_504_with_connection_timeout() {
+    // A listener that never accepts, its backlog filled: further SYNs are dropped, so a connect
+    // hangs until the gateway's connect timeout (loopback only, no unroutable address needed).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let g = gateway(&simple_config(addr, "    timeouts: { connect: 300ms }\n    retry: { attempts: 1 }", "")).await;
+    let started = Instant::now();
+    let got = get(&g.url("/api/x")).await;
+    let v = assert_problem(&got, 504, "backend");
+    assert_eq!(v["type"], "urn:gatehouse:error:backend-connect");
+    assert!(got.headers["proxy-status"].to_str().expect("ascii").contains("error=connection_timeout"));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_are_reused_until_idle_timeout() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    // A backend that counts the connections it accepts.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    let g = gateway(&simple_config(addr, "    timeouts: { idle: 400ms }", "")).await;
+    for _ in 0..10 {
+        assert_eq!(get(&g.url("/api/x")).await.status, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "sequential requests share one pooled connection");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get(&g.url("/api/x")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a connection idle past timeouts.idle is not reused");
+}
