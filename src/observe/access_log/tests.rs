@@ -1,3 +1,8 @@
+//! Unit tests for the access log: the formats and every directive, parse errors, escaping,
+//! JSON fields, redaction, and the writer (file and stdout targets, reopen, drops when the queue
+//! is full, concurrent loggers).
+
+use super::format::secret_param;
 use super::*;
 use http::HeaderValue;
 use std::time::Instant;

@@ -18,8 +18,15 @@
 //!
 //! Times are written in UTC: `%t` is `[10/Oct/2000:13:55:36 +0000]`, JSON `time` is RFC 3339
 //! with milliseconds and a `Z` suffix.
+//!
+//! This file holds the record, format parsing and the writer thread; `format` writes the values
+//! of a record (the named fields, escaping, redaction and time stamps), `tests` its unit tests.
 
-use std::cell::{Cell, RefCell};
+mod format;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
@@ -32,6 +39,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
 use http::{Method, Version};
 use tokio::sync::{mpsc, oneshot};
+
+use format::{apache_query, bytes, escape, host, ip, micros, num, protocol, stamp, text, write_header, write_json};
+use format::{FieldFn, FIELDS};
 
 /// Headers whose values are never logged, even when a `LogFormat` names them with
 /// `%{...}i` / `%{...}o`: credentials, session cookies and API keys. `[redacted]` is printed
@@ -145,45 +155,6 @@ impl Default for LogRecord {
         }
     }
 }
-
-/// Writes one named value of a record: JSON-encoded when the flag is set (absent = `null`),
-/// else Apache-escaped (absent = `-`).
-type FieldFn = fn(&LogRecord, &mut Vec<u8>, bool);
-
-/// The JSON keys in output order, also the names `%{name}g` accepts.
-const FIELDS: &[(&str, FieldFn)] = &[
-    ("time", |r, o, j| quoted(o, j, |o| rfc3339(o, r.time))),
-    ("client_ip", |r, o, j| quoted(o, j, |o| ip(o, r.client_ip))),
-    ("method", |r, o, j| text(o, Some(r.method.as_str().as_bytes()), j)),
-    ("path", |r, o, j| text(o, Some(r.path.as_bytes()), j)),
-    ("query", query_field),
-    ("protocol", |r, o, j| text(o, Some(protocol(r.version).as_bytes()), j)),
-    ("status", |r, o, _| num(o, r.status.into())),
-    ("bytes_sent", |r, o, _| num(o, r.bytes_sent)),
-    ("duration_ms", |r, o, _| millis(o, r.duration)),
-    ("request_id", |r, o, j| text(o, Some(r.request_id.as_bytes()), j)),
-    ("host", |r, o, j| text(o, host(r), j)),
-    ("user_agent", |r, o, j| text(o, header(r, &USER_AGENT), j)),
-    ("referer", |r, o, j| text(o, header(r, &REFERER), j)),
-    ("user", |r, o, j| text(o, bytes(&r.user), j)),
-    ("api", |r, o, j| text(o, bytes(&r.api), j)),
-    ("operation", |r, o, j| text(o, bytes(&r.operation), j)),
-    ("product", |r, o, j| text(o, bytes(&r.product), j)),
-    ("subscription", |r, o, j| text(o, bytes(&r.subscription), j)),
-    ("backend", |r, o, j| text(o, bytes(&r.backend), j)),
-    ("layer", |r, o, j| text(o, r.layer.map(str::as_bytes), j)),
-    ("policy", |r, o, j| text(o, bytes(&r.policy), j)),
-    ("upstream_status", |r, o, j| match r.upstream_status {
-        Some(status) => num(o, status.into()),
-        None => text(o, None, j),
-    }),
-    ("time_edge", |r, o, _| millis(o, r.time_edge)),
-    ("time_policy", |r, o, _| millis(o, r.time_policy)),
-    ("time_backend", |r, o, j| match r.time_backend {
-        Some(d) => millis(o, d),
-        None => text(o, None, j),
-    }),
-];
 
 /// One compiled element of an Apache format.
 #[derive(Clone, Debug)]
@@ -375,287 +346,6 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
         _ => return Err("unsupported directive"),
     };
     Ok(Piece::Value(value))
-}
-
-/// `%{NAME}i` / `%{NAME}o`: all values joined with `, `; `-` when absent.
-fn write_header(rec: &LogRecord, out: &mut Vec<u8>, name: &HeaderName, response: bool, redact: bool) {
-    let map = if response { &rec.response_headers } else { &rec.request_headers };
-    let mut values = map.get_all(name).iter();
-    match values.next() {
-        None => out.push(b'-'),
-        Some(_) if redact => out.extend_from_slice(REDACTED),
-        Some(first) => {
-            escape(out, first.as_bytes());
-            for v in values {
-                out.extend_from_slice(b", ");
-                escape(out, v.as_bytes());
-            }
-        }
-    }
-}
-
-/// `%q`: `?` and the redacted, escaped query; nothing when there is none.
-fn apache_query(rec: &LogRecord, out: &mut Vec<u8>) {
-    if let Some(q) = query(rec) {
-        out.push(b'?');
-        redact_query(q, |part| escape(out, part));
-    }
-}
-
-fn write_json(rec: &LogRecord, out: &mut Vec<u8>) {
-    out.push(b'{');
-    for (i, (key, field)) in FIELDS.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        field(rec, out, true);
-    }
-    out.push(b'}');
-}
-
-fn query_field(rec: &LogRecord, out: &mut Vec<u8>, json: bool) {
-    match query(rec) {
-        Some(q) if json => {
-            let mut buf = Vec::with_capacity(q.len() + 8);
-            redact_query(q, |part| buf.extend_from_slice(part));
-            text(out, Some(&buf), true);
-        }
-        Some(q) => redact_query(q, |part| escape(out, part)),
-        None => text(out, None, json),
-    }
-}
-
-fn quoted(out: &mut Vec<u8>, json: bool, f: impl FnOnce(&mut Vec<u8>)) {
-    if json {
-        out.push(b'"');
-        f(out);
-        out.push(b'"');
-    } else {
-        f(out);
-    }
-}
-
-fn bytes(s: &Option<String>) -> Option<&[u8]> {
-    s.as_deref().map(str::as_bytes)
-}
-
-/// A string value: a JSON string (invalid UTF-8 replaced) or Apache-escaped; absent as
-/// `null` / `-`.
-fn text(out: &mut Vec<u8>, value: Option<&[u8]>, json: bool) {
-    match value {
-        None => out.extend_from_slice(if json { b"null" } else { b"-" }),
-        Some(v) if json && v.iter().all(plain) => {
-            out.push(b'"');
-            out.extend_from_slice(v);
-            out.push(b'"');
-        }
-        Some(v) if json => {
-            let v = String::from_utf8_lossy(v);
-            if serde_json::to_writer(&mut *out, &*v).is_err() {
-                // Unreachable: writing to a Vec cannot fail.
-                out.extend_from_slice(b"null");
-            }
-        }
-        Some(v) => escape(out, v),
-    }
-}
-
-fn num(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-fn ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                num(out, octet.into());
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}"); // writing to a Vec cannot fail
-        }
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds with microsecond precision, e.g. `12.345` (valid as a JSON number).
-fn millis(out: &mut Vec<u8>, d: Duration) {
-    let us = micros(d);
-    num(out, us / 1000);
-    dot3(out, us % 1000);
-}
-
-/// `.` and the three digits of `n % 1000`.
-fn dot3(out: &mut Vec<u8>, n: u64) {
-    let d = |k: u64| b'0' + (n / k % 10) as u8;
-    out.extend_from_slice(&[b'.', d(100), d(10), d(1)]);
-}
-
-fn header<'a>(rec: &'a LogRecord, name: &HeaderName) -> Option<&'a [u8]> {
-    rec.request_headers.get(name).map(|v| v.as_bytes())
-}
-
-fn host(rec: &LogRecord) -> Option<&[u8]> {
-    match rec.server_name.as_str() {
-        "" | "-" => None,
-        h => Some(h.as_bytes()),
-    }
-}
-
-fn query(rec: &LogRecord) -> Option<&str> {
-    let q = rec.query.as_deref()?;
-    let q = q.strip_prefix('?').unwrap_or(q);
-    (!q.is_empty()).then_some(q)
-}
-
-fn protocol(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/?",
-    }
-}
-
-/// Printable ASCII other than `"` and `\`: needs no escaping, in JSON or Apache style.
-fn plain(c: &u8) -> bool {
-    matches!(c, 0x20..=0x7e) && *c != b'"' && *c != b'\\'
-}
-
-/// Apache's `ap_escape_logitem`: `"` and `\` are backslash-escaped, `\b \n \r \t \v` get C
-/// escapes, and every other byte outside printable ASCII becomes `\xhh`.
-fn escape(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    if s.iter().all(plain) {
-        out.extend_from_slice(s);
-        return;
-    }
-    for &c in s {
-        match c {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x0b => out.extend_from_slice(b"\\v"),
-            0x20..=0x7e => out.push(c),
-            _ => out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]),
-        }
-    }
-}
-
-/// Calls `emit` with the pieces of `q`, the values of [`REDACTED_QUERY_PARAMS`] replaced.
-fn redact_query(q: &str, mut emit: impl FnMut(&[u8])) {
-    for (i, pair) in q.as_bytes().split(|&b| b == b'&').enumerate() {
-        if i > 0 {
-            emit(b"&");
-        }
-        match pair.iter().position(|&b| b == b'=') {
-            Some(eq) if secret_param(&pair[..eq]) => {
-                emit(&pair[..=eq]);
-                emit(REDACTED);
-            }
-            _ => emit(pair),
-        }
-    }
-}
-
-/// Whether a raw (percent-encoded) parameter name is in [`REDACTED_QUERY_PARAMS`].
-fn secret_param(raw: &[u8]) -> bool {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
-    }
-    REDACTED_QUERY_PARAMS.iter().any(|want| {
-        let want = want.as_bytes();
-        let (mut i, mut j) = (0, 0);
-        while let Some(&c) = raw.get(i) {
-            let (c, step) = match (c, raw.get(i + 1..i + 3)) {
-                (b'%', Some(&[h, l])) => match (hex(h), hex(l)) {
-                    (Some(h), Some(l)) => ((h << 4) | l, 3),
-                    _ => (c, 1),
-                },
-                (b'+', _) => (b' ', 1),
-                _ => (c, 1),
-            };
-            if !want.get(j).is_some_and(|w| w.eq_ignore_ascii_case(&c)) {
-                return false;
-            }
-            i += step;
-            j += 1;
-        }
-        j == want.len()
-    })
-}
-
-/// A thread's formatted second, reused while requests start within the same second.
-#[derive(Clone, Copy)]
-struct Stamp {
-    secs: u64,
-    /// `10/Oct/2000:13:55:36 +0000`
-    clf: [u8; 26],
-    /// `2000-10-10T13:55:36`
-    rfc: [u8; 19],
-}
-
-thread_local! {
-    static STAMP: Cell<Option<Stamp>> = const { Cell::new(None) };
-}
-
-/// The formatted second of `t` (UTC) and its milliseconds. Times before 1970 or after 9999
-/// print as the epoch.
-fn stamp(t: SystemTime) -> (Stamp, u32) {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let ms = d.subsec_millis();
-    let secs = d.as_secs();
-    if let Some(cached) = STAMP.try_with(Cell::get).ok().flatten() {
-        if cached.secs == secs {
-            return (cached, ms);
-        }
-    }
-    let dt = i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .filter(|dt| dt.year() <= 9999)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let (year, month, day) = dt.to_calendar_date();
-    let (h, m, s) = dt.to_hms();
-    let mon = MONTHS[usize::from(u8::from(month) - 1) % 12];
-    let mut stamp = Stamp { secs, clf: [b' '; 26], rfc: [b' '; 19] };
-    // Fixed widths: both fit exactly, and writing to a slice cannot fail otherwise.
-    let _ = write!(&mut stamp.clf[..], "{day:02}/{mon}/{year:04}:{h:02}:{m:02}:{s:02} +0000");
-    let _ = write!(&mut stamp.rfc[..], "{year:04}-{:02}-{day:02}T{h:02}:{m:02}:{s:02}", u8::from(month));
-    let _ = STAMP.try_with(|c| c.set(Some(stamp)));
-    (stamp, ms)
-}
-
-/// `2000-10-10T13:55:36.123Z` (UTC).
-fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    let (stamp, ms) = stamp(t);
-    out.extend_from_slice(&stamp.rfc);
-    dot3(out, ms.into());
-    out.push(b'Z');
 }
 
 /// Where the lines go.
@@ -874,7 +564,3 @@ fn run_writer(mut rx: mpsc::Receiver<Msg>, mut sink: Sink, shared: &Shared) {
     }
     sink.flush(shared);
 }
-
-#[cfg(test)]
-#[path = "access_log/tests.rs"]
-mod tests;
