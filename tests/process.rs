@@ -745,11 +745,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         (got, Instant::now())
     });
     // Signal once the backend has the request.
-    let deadline = Instant::now() + SOON;
-    while b.hits.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the request never reached the backend");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_first_hit(&b.hits).await;
     let signalled = Instant::now();
     p.signal(libc::SIGTERM);
 
@@ -769,6 +765,15 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(log.contains("draining in-flight requests") && log.contains("Stopped."), "{log}");
 }
 
+/// Waits (bounded) until the backend has received a request.
+async fn wait_for_first_hit(hits: &std::sync::atomic::AtomicUsize) {
+    let deadline = Instant::now() + SOON;
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the backend");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_up_after_the_grace_period() {
     let b = backend(Duration::from_secs(5)).await;
@@ -781,11 +786,7 @@ async fn sigterm_gives_up_after_the_grace_period() {
         let req = Request::get(format!("http://{addr}/api/very-slow")).body(Full::default()).expect("request");
         try_send(&client(), req, SOON).await
     });
-    let deadline = Instant::now() + SOON;
-    while b.hits.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the request never reached the backend");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_first_hit(&b.hits).await;
     let signalled = Instant::now();
     p.signal(libc::SIGTERM);
     let status = p.wait_exit(Duration::from_secs(4)).await;
