@@ -19,6 +19,10 @@ WARMUP=${WARMUP:-2}             # unmeasured seconds before each run, same load
 CONNS=${CONNS:-32}              # wrk -c
 WRK_THREADS=${WRK_THREADS:-1}   # wrk -t
 WRK_TIMEOUT=${WRK_TIMEOUT:-2s}  # wrk --timeout
+H2_STREAMS=${H2_STREAMS:-10}    # h2load -m (concurrent streams per connection), h2c scenarios
+IDLE_CONNS=${IDLE_CONNS:-10000} # idle-10k: keep-alive connections held open
+IDLE_CONNS_HAPROXY=${IDLE_CONNS_HAPROXY:-9000} # HAProxy: at most ~9990 under a 20000-fd hard limit
+IDLE_HOLD=${IDLE_HOLD:-5}       # idle-10k: seconds they are held (RSS sampled after 3)
 PROXY_CPU=${PROXY_CPU:-0}       # proxy under test
 LOAD_CPU=${LOAD_CPU:-1}         # wrk + origin
 NICE=${NICE:-0}                 # e.g. -10 (root): run proxy, origin and wrk at that priority
@@ -40,6 +44,10 @@ scenario_def() {
     h1-100b) SC_MODE=plain SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     h1-16k) SC_MODE=plain SC_PATH=/16k SC_BYTES=16384 SC_TOOL=wrk ;;
     tls-100b) SC_MODE=tls SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    h2c-100b) SC_MODE=h2c SC_PATH=/100b SC_BYTES=100 SC_TOOL=h2load ;;
+    routes-10k) SC_MODE=routes10k SC_PATH=/api5000/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    idle-10k) SC_MODE=idle SC_PATH=/100b SC_BYTES=100 SC_TOOL=idle ;;
+    reload-1s) SC_MODE=reload SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     *) return 1 ;;
   esac
 }
@@ -47,6 +55,9 @@ scenario_def() {
 # run_load_TOOL SECONDS URL OUTFILE; parse_load_TOOL OUTFILE -> "requests rps p50 p99 errors non2xx"
 run_load_wrk() { run_wrk "$@"; }
 parse_load_wrk() { parse_wrk "$@"; }
+# h2load reports no percentiles: its p50/p99 fields are the mean and the max request time
+run_load_h2load() { run_h2load "$@"; }
+parse_load_h2load() { parse_h2load "$@"; }
 
 # --- prerequisites -------------------------------------------------------------
 ensure_packages() {
@@ -70,14 +81,15 @@ machine_facts() {
   echo "- machine: $(nproc) CPUs, ${model:-unknown CPU}, kernel $(uname -r)"
   echo "- load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'); HAProxy: $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}');" \
-    "wrk: $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); Gatehouse: $GH_VERSION"
+    "wrk: $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); h2load: $(h2load --version | awk 'NR==1 {print $2}'); Gatehouse: $GH_VERSION"
   echo "- repo HEAD: $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown) (the binary may come from a different tree)"
   echo "- settings: REPEATS=$REPEATS DURATION=${DURATION}s WARMUP=${WARMUP}s wrk -t$WRK_THREADS -c$CONNS," \
+    "h2load -m$H2_STREAMS, idle: $IDLE_CONNS connections (HAProxy $IDLE_CONNS_HAPROXY) held ${IDLE_HOLD}s," \
     "proxy on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU, NICE=$NICE"
 }
 
 # --- one measured run ------------------------------------------------------------
-TSV_COLS="epoch rep scenario proxy status rps requests p50_ms p99_ms cpu_us_per_req cpu_pct rss_kib threads sock_errors non2xx origin_new_conns proxy_runq_pct origin_runq_pct load1 note"
+TSV_COLS="epoch rep scenario proxy status rps requests p50_ms p99_ms cpu_us_per_req cpu_pct rss_kib threads sock_errors non2xx origin_new_conns proxy_runq_pct origin_runq_pct load1 rss0_kib note"
 
 # row REP SCENARIO PROXY STATUS [fields...]: append one TSV row (missing fields = "-")
 row() {
@@ -116,8 +128,10 @@ measure() {
   o0=$(runq_ns "$UPSTREAM_PID")
   if [[ -n $PROXY_PID ]]; then t0=$(cpu_ticks "$PROXY_PID") q0=$(runq_ns "$PROXY_PID"); fi
   w0=$EPOCHREALTIME
+  if [[ $SC_MODE == reload ]]; then start_reloader; fi
   "run_load_$SC_TOOL" "$DURATION" "$url" "$WORK/load.txt"
   w1=$EPOCHREALTIME
+  if [[ $SC_MODE == reload ]]; then stop_reloader; fi
   M_RSS="-" M_THREADS="-" M_CPU_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-"
   if [[ -n $PROXY_PID ]]; then
     t1=$(cpu_ticks "$PROXY_PID") q1=$(runq_ns "$PROXY_PID")
@@ -136,12 +150,62 @@ measure() {
   if [[ -n $PROXY_PID ]]; then M_CPU_US=$cpu_us M_CPU_PCT=$pct M_RUNQ_PCT=$runq_pct; fi
 }
 
+# start_reloader / stop_reloader (reload-1s): once a second, replace the proxy's config by
+# the other variant (atomic rename) and send SIGHUP; bounded to DURATION + 2 reloads.
+start_reloader() {
+  local dir=$PROXY_DIR pid=$PROXY_PID n=$((DURATION + 2))
+  (
+    trap 'exit 0' TERM
+    for ((i = 1; i <= n; i++)); do
+      sleep 1
+      if ((i % 2)); then v=b; else v=a; fi
+      cp "$dir/variant-$v.yaml" "$dir/next.yaml" && mv -f "$dir/next.yaml" "$dir/gatehouse.yaml"
+      kill -HUP "$pid" 2>/dev/null || exit 0
+      echo "$i" >"$dir/reloads-sent"
+    done
+  ) &
+  RELOADER_PID=$!
+  LIVE_PIDS[$RELOADER_PID]=1
+}
+stop_reloader() {
+  stop_pid "$RELOADER_PID"
+  # let the last reload finish before counting
+  sleep 0.5
+}
+
+# measure_idle URL (idle-10k): RSS of the proxy, then with IDLE_CONNS idle keep-alive
+# connections (each served one request) held open; sets M_* like measure (M_REQ = connections held)
+measure_idle() {
+  local i ready=$WORK/idle-ready n=$IDLE_CONNS
+  if [[ $CUR_PROXY == haproxy ]] && ((n > IDLE_CONNS_HAPROXY)); then n=$IDLE_CONNS_HAPROXY; fi
+  rm -f "$ready"
+  M_RSS0=$(proc_status_sum "$PROXY_PID" VmRSS)
+  spawn "$LOAD_CPU" "$WORK/load.txt" python3 "$BENCH_DIR/lib/idle_conns.py" "$PROXY_PORT" "$n" "$SC_PATH" \
+    "$ready" "$IDLE_HOLD"
+  local cpid=$SPAWNED_PID
+  for ((i = 0; i < 1200; i++)); do # at most 120 s to open them
+    [[ -s $ready ]] && break
+    alive "$cpid" || break
+    sleep 0.1
+  done
+  sleep 3
+  M_RSS=$(proc_status_sum "$PROXY_PID" VmRSS)
+  M_THREADS=$(proc_status_sum "$PROXY_PID" Threads)
+  wait "$cpid" || true
+  unset "LIVE_PIDS[$cpid]"
+  M_REQ=$(sed -n 's/^open=\([0-9]*\).*/\1/p' "$ready" 2>/dev/null)
+  M_REQ=${M_REQ:-0}
+  M_ERR=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' "$ready" 2>/dev/null)
+  M_ERR=${M_ERR:-0}
+  M_RPS="-" M_P50="-" M_P99="-" M_NON=0 M_NEW_CONNS="-" M_CPU_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-" M_ORIGIN_RUNQ_PCT="-"
+}
+
 # run_one REP SCENARIO PROXY: start the proxy, check it answers, measure, stop it, record
 run_one() {
   local rep=$1 sc=$2 px=$3 port url got note="" rc=0
   scenario_def "$sc"
   port=$(free_port)
-  PROXY_PID="" PROXY_DIR=""
+  PROXY_PID="" PROXY_DIR="" CUR_PROXY=$px
   "proxy_start_$px" "$SC_MODE" "$port" || rc=$?
   if ((rc == 2)); then
     row_note "$rep" "$sc" "$px" skipped "no $SC_MODE mode"
@@ -161,7 +225,9 @@ run_one() {
   fi
   url="http://127.0.0.1:$PROXY_PORT$SC_PATH"
   if [[ $SC_MODE == tls ]]; then url="https${url#http}"; fi
-  got=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download}' "$url" || true)
+  local curl_opts=(-sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download}')
+  if [[ $SC_MODE == h2c ]]; then curl_opts+=(--http2-prior-knowledge); fi
+  got=$(curl "${curl_opts[@]}" "$url" || true)
   if [[ $got != "200 $SC_BYTES" ]]; then
     fail_run "$rep" "$sc" "$px" "GET $url returned '$got', expected '200 $SC_BYTES'"
     return 0
@@ -171,8 +237,14 @@ run_one() {
       awk '/^New, / {gsub(",", ""); print $2 "/" $NF; exit}') || true
   fi
 
-  measure "$url"
+  M_RSS0="-"
+  if [[ $SC_TOOL == idle ]]; then measure_idle "$url"; else measure "$url"; fi
   cp "$WORK/load.txt" "$RAW_DIR/$rep-$sc-$px.txt"
+  if [[ $SC_TOOL == h2load ]]; then note="latency: mean/max (h2load)"; fi
+  if [[ $SC_MODE == reload ]]; then
+    note="reloads: $(cat "$PROXY_DIR/reloads-sent" 2>/dev/null || echo 0) SIGHUP sent,"
+    note+=" $(grep -c 'Config reloaded' "$PROXY_DIR/gatehouse.log" || true) done"
+  fi
   if ((M_REQ == 0)); then
     fail_run "$rep" "$sc" "$px" "no requests completed (see $RAW_DIR/$rep-$sc-$px.txt)"
     return 0
@@ -180,7 +252,12 @@ run_one() {
   if [[ -n $PROXY_PID ]]; then stop_pid "$PROXY_PID"; fi
   row "$rep" "$sc" "$px" ok "$M_RPS" "$M_REQ" "$M_P50" "$M_P99" "$M_CPU_US" "$M_CPU_PCT" "$M_RSS" \
     "$M_THREADS" "$M_ERR" "$M_NON" "$M_NEW_CONNS" "$M_RUNQ_PCT" "$M_ORIGIN_RUNQ_PCT" \
-    "$(cut -d' ' -f1 /proc/loadavg)" "$note"
+    "$(cut -d' ' -f1 /proc/loadavg)" "$M_RSS0" "$note"
+  if [[ $SC_TOOL == idle ]]; then
+    log "$(printf '%-9s %-9s rep %s: %s connections held (%s failed), RSS %s -> %s KiB' \
+      "$sc" "$px" "$rep" "$M_REQ" "$M_ERR" "$M_RSS0" "$M_RSS")"
+    return 0
+  fi
   log "$(printf '%-9s %-9s rep %s: %6.0f req/s  p50 %5.2f ms  p99 %6.2f ms  CPU %5s us/req (%s%%, runq %s%%)  RSS %s KiB%s' \
     "$sc" "$px" "$rep" "$M_RPS" "$M_P50" "$M_P99" "$M_CPU_US" "$M_CPU_PCT" "$M_RUNQ_PCT" "$M_RSS" "${note:+  $note}")"
 }

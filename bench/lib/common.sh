@@ -169,3 +169,31 @@ parse_wrk() {
     END { printf "%d %.1f %.3f %.3f %d %d\n", req, rps, p50, p99, err, non }
   ' "$1"
 }
+
+# run_h2load SECONDS URL OUTFILE: h2load (HTTP/2 with prior knowledge for http:// URLs)
+# pinned to LOAD_CPU, CONNS connections x H2_STREAMS concurrent streams, duration mode
+run_h2load() {
+  : >"$3"
+  spawn "$LOAD_CPU" "$3" h2load -t"$WRK_THREADS" -c"$CONNS" -m"${H2_STREAMS:-10}" -D"$1" "$2"
+  wait "$SPAWNED_PID" || true
+  unset "LIVE_PIDS[$SPAWNED_PID]"
+}
+
+# parse_h2load FILE -> "requests rps mean_ms max_ms errors non2xx": h2load prints only
+# min/max/mean/sd of request times, so the p50/p99 fields get the mean and the max.
+# errors = errored + timed out requests; non2xx = 3xx + 4xx + 5xx responses.
+parse_h2load() {
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) return v / 1000
+      if (v ~ /ms$/) return v + 0
+      if (v ~ /s$/) return v * 1000
+      return v + 0
+    }
+    /^finished in/ { rps = $4 }
+    /^requests:/ { gsub(",", ""); req = $6; err = $12 + $14 }
+    /^status codes:/ { gsub(",", ""); non = $5 + $7 + $9 }
+    /^time for request:/ { mx = ms($5); mean = ms($6) }
+    END { printf "%d %.1f %.3f %.3f %d %d\n", req, rps, mean, mx, err, non }
+  ' "$1"
+}

@@ -7,8 +7,11 @@
 #   proxy_start_NAME MODE PORT    -> starts it listening on 127.0.0.1:PORT; sets PROXY_PID,
 #                                    PROXY_PORT, PROXY_DIR (config + logs); returns 2 if it
 #                                    does not support MODE (the run is recorded as skipped)
-# MODE is "plain" (HTTP/1.1) or "tls" (TLS termination, cert $CERT/$KEY). To add a
-# mode (h2c, policy chain, 10k routes, ...), add a case to each start function.
+# MODE is "plain" (HTTP/1.1), "tls" (TLS termination, cert $CERT/$KEY), "h2c" (HTTP/2 with
+# prior knowledge), "routes10k" (10,000 prefixes /api0/ ... /api9999/, each forwarding to the
+# origin without its prefix), "idle" (plain, connection limits raised to 20000) or "reload"
+# (plain; Gatehouse only, with a second config variant). To add a mode, add a case to each
+# start function.
 # Globals used: WORK (temp dir), UPSTREAM_PORT, PROXY_CPU, LOAD_CPU, CERT, KEY, CERT_BUNDLE.
 
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -69,12 +72,31 @@ proxy_start_direct() {
 # --- nginx as reverse proxy
 proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; return 1; }; }
 proxy_start_nginx() {
-  local mode=$1 port=$2 dir listen
+  local mode=$1 port=$2 dir listen conns=4096 locations keepalive=64
   dir=$WORK/nginx-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
+  locations='location / {
+            proxy_pass http://origin;
+        }'
   case $mode in
     plain) listen="listen 127.0.0.1:$port backlog=4096;" ;;
+    # nginx 1.22: "http2" on a listen without "ssl" is HTTP/2 with prior knowledge only
+    h2c)
+      listen="listen 127.0.0.1:$port http2 backlog=4096;"
+      # CONNS x H2_STREAMS (320) requests in flight: with 64 idle upstream connections
+      # cached, nginx would open and close ~6000 origin connections a second
+      keepalive=512
+      ;;
+    idle)
+      listen="listen 127.0.0.1:$port backlog=4096;"
+      conns=19000 # the machine's hard limit on open files is 20000 (see worker_rlimit_nofile)
+      ;;
+    routes10k)
+      listen="listen 127.0.0.1:$port backlog=4096;"
+      # /apiN/x -> origin /x, one prefix location per API (like Gatehouse's 10k APIs)
+      locations=$(awk 'BEGIN { for (i = 0; i < 10000; i++) printf "location /api%d/ { proxy_pass http://origin/; }\n", i }')
+      ;;
     tls) listen="listen 127.0.0.1:$port ssl backlog=4096;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
@@ -87,23 +109,22 @@ worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $((conns + 1000 > 20000 ? 20000 : conns + 1000));
+events { worker_connections $conns; }
 http {
     access_log off;
     keepalive_timeout 120s;
     keepalive_requests 10000000;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     upstream origin {
         server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 64;
+        keepalive $keepalive;
         keepalive_requests 10000000;
     }
     server {
         $listen
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+        $locations
     }
 }
 EOF
@@ -115,19 +136,27 @@ EOF
 # --- HAProxy, one thread
 proxy_available_haproxy() { [[ -x $HAPROXY_BIN ]] || { echo "haproxy not found" >&2; return 1; }; }
 proxy_start_haproxy() {
-  local mode=$1 port=$2 dir bind
+  local mode=$1 port=$2 dir bind maxconn=4096
   dir=$WORK/haproxy-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
   case $mode in
     plain) bind="bind 127.0.0.1:$port" ;;
+    h2c) bind="bind 127.0.0.1:$port proto h2" ;;
+    idle)
+      bind="bind 127.0.0.1:$port"
+      # HAProxy refuses to start unless ulimit-n >= 2 x maxconn + a few; the hard limit on open
+      # files here is 20000, so it gets maxconn 9980 and bench/run.sh opens IDLE_CONNS_HAPROXY
+      maxconn="9980
+    ulimit-n 20000"
+      ;;
     tls) bind="bind 127.0.0.1:$port ssl crt $CERT_BUNDLE alpn http/1.1" ;;
     *) return 2 ;;
   esac
   cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $maxconn
 defaults
     mode http
     timeout connect 5s
@@ -154,14 +183,27 @@ proxy_start_gatehouse() {
   local mode=$1 port=$2 dir tmpl
   case $mode in
     plain) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
+    h2c) tmpl=$BENCH_DIR/gatehouse-h2c.yaml ;; # a plain listener, which speaks h2c too
+    routes10k) tmpl=$BENCH_DIR/gatehouse-routes10k.yaml ;;
     tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;;
+    idle) tmpl=$BENCH_DIR/gatehouse-idle.yaml ;;
+    reload) tmpl=$BENCH_DIR/gatehouse-reload-a.yaml ;;
     *) return 2 ;;
   esac
   dir=$WORK/gatehouse-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
-  sed -e "s|@LISTEN_PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
-    -e "s|@CERT@|${CERT:-}|g" -e "s|@KEY@|${KEY:-}|g" "$tmpl" >"$dir/gatehouse.yaml"
+  gatehouse_render "$tmpl" "$port" >"$dir/gatehouse.yaml"
+  if [[ $mode == routes10k ]]; then # 10,000 APIs /api0 ... /api9999, all to the origin
+    awk 'BEGIN { for (i = 0; i < 10000; i++) printf "  api%d:\n    path: /api%d\n    backend: origin\n", i, i }' \
+      >>"$dir/gatehouse.yaml"
+  fi
+  if [[ $mode == reload ]]; then # the two variants bench/run.sh alternates between on SIGHUP
+    gatehouse_render "$tmpl" "$port" >"$dir/variant-a.yaml"
+    gatehouse_render "$BENCH_DIR/gatehouse-reload-b.yaml" "$port" >"$dir/variant-b.yaml"
+    "$GATEHOUSE_BIN" check -c "$dir/variant-b.yaml" >"$dir/check-b.log" 2>&1 ||
+      { echo "gatehouse check rejected $dir/variant-b.yaml:" >&2; cat "$dir/check-b.log" >&2; return 1; }
+  fi
   if ! "$GATEHOUSE_BIN" check -c "$dir/gatehouse.yaml" >"$dir/check.log" 2>&1; then
     echo "gatehouse check rejected $dir/gatehouse.yaml:" >&2
     cat "$dir/check.log" >&2
@@ -170,6 +212,12 @@ proxy_start_gatehouse() {
   spawn "$PROXY_CPU" "$dir/gatehouse.log" "$GATEHOUSE_BIN" run -c "$dir/gatehouse.yaml"
   PROXY_PID=$SPAWNED_PID
   PROXY_PORT=$port
+}
+
+# gatehouse_render TEMPLATE PORT: the template with its placeholders filled in
+gatehouse_render() {
+  sed -e "s|@LISTEN_PORT@|$2|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
+    -e "s|@CERT@|${CERT:-}|g" -e "s|@KEY@|${KEY:-}|g" "$1"
 }
 
 # make_cert: self-signed ECDSA P-256 for 127.0.0.1/localhost (TLS scenarios)

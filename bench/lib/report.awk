@@ -9,6 +9,15 @@ NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
   if (!(key in seen)) { seen[key] = 1 }
   if (!(sc in seensc)) { seensc[sc] = 1; scs[++nsc] = sc }
   if (!(px in seenpx)) { seenpx[px] = 1; pxs[++npx] = px }
+  if (("rss0_kib" in col) && $col["status"] == "ok" && $col["rss0_kib"] != "-") { # idle-connection runs
+    if (!((sc, px) in iseen)) { iseen[sc, px] = 1; ikeys[++nik] = sc SUBSEP px }
+    m = ++icnt[sc, px]
+    iconns[sc, px, m] = $col["requests"]; irss0[sc, px, m] = $col["rss0_kib"]
+    irss1[sc, px, m] = $col["rss_kib"]; ifail[sc, px] += $col["sock_errors"]
+    delete seen[key]
+    next
+  }
+  if ($col["note"] ~ /mean\/max/) meanmax[key] = 1
   if ($col["status"] != "ok") {
     if ($col["status"] == "skipped") skipped[key] = $col["note"]
     else { failed[key]++; failnote[key] = $col["note"] }
@@ -57,6 +66,7 @@ END {
     pick(rps, key, n); for (i = 1; i <= n; i++) V[i] = V[i] / 1000; stats(V, n); c_rps = range("%.1fk")
     pick(p50, key, n); stats(V, n); c_p50 = fmt("%.2f", MED)
     pick(p99, key, n); stats(V, n); c_p99 = fmt("%.2f", MED)
+    if (key in meanmax) { c_p50 = c_p50 " (mean)"; c_p99 = c_p99 " (max)" }
     pick(cpu, key, n); stats(V, n); c_cpu = range("%.1f")
     pick(pct, key, n); stats(V, n); c_pct = fmt("%.0f", MED)
     pick(runq, key, n); stats(V, n); if (MED != "") c_pct = c_pct sprintf(" (%.0f)", MED)
@@ -76,5 +86,23 @@ END {
     runs = n ""; if (failed[key]) runs = runs " (+" failed[key] " failed)"
     if (errs[key]) runs = runs ", " errs[key] " errors"
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sc, px, c_rps, c_p50, c_p99, c_cpu, c_pct, c_rss, c_rr, c_cr, runs
+  }
+  if (nik) {
+    print ""
+    print "Idle keep-alive connections (medians over repeats; each connection served one request, then idle):"
+    print ""
+    print "| scenario | proxy | connections held | RSS before MiB | RSS with them MiB | extra MiB | KiB per connection | runs |"
+    print "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    for (a = 1; a <= nik; a++) {
+      k = ikeys[a]; split(k, kk, SUBSEP); m = icnt[k]
+      split("", V); for (i = 1; i <= m; i++) V[i] = iconns[k, i]; stats(V, m); c_n = sprintf("%d", MED)
+      split("", V); for (i = 1; i <= m; i++) V[i] = irss0[k, i] / 1024; stats(V, m); c_r0 = sprintf("%.1f", MED)
+      split("", V); for (i = 1; i <= m; i++) V[i] = irss1[k, i] / 1024; stats(V, m); c_r1 = sprintf("%.1f", MED)
+      split("", V); for (i = 1; i <= m; i++) V[i] = (irss1[k, i] - irss0[k, i]) / 1024; stats(V, m); c_x = range("%.1f")
+      split("", V); for (i = 1; i <= m; i++) V[i] = iconns[k, i] ? (irss1[k, i] - irss0[k, i]) / iconns[k, i] : 0
+      stats(V, m); c_pc = range("%.2f")
+      runs = m ""; if (ifail[k]) runs = runs ", " ifail[k] " connections failed"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", kk[1], kk[2], c_n, c_r0, c_r1, c_x, c_pc, runs
+    }
   }
 }

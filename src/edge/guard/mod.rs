@@ -45,7 +45,7 @@ use head::{bad, judge_chunk, judge_head, leading_crlf};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Hard cap on the header array handed to httparse; `edge.limits.headers` may not exceed it.
 pub const MAX_HEADERS: usize = 256;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
 /// What a response that switches protocols starts with (hyper answers HTTP/1.1 upgrades in 1.1).
 const SWITCHING: &[u8; 12] = b"HTTP/1.1 101";
 
@@ -336,6 +336,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                 Poll::Pending => {
                     if g.state != State::Head {
                         return Poll::Pending;
+                    }
+                    if g.buf.is_empty() && g.buf.capacity() > 0 {
+                        // Waiting for the next request: an idle keep-alive connection holds no
+                        // read buffer (10,000 idle connections would otherwise pin 160 MiB).
+                        g.buf = BytesMut::new();
                     }
                     if std::future::Future::poll(g.sleep.as_mut(), cx).is_pending() {
                         return Poll::Pending;
