@@ -353,7 +353,7 @@ fn build_active(
         }
     };
     let (log_request_headers, log_response_headers) = spec.format.as_ref().map(|f| headers_used(f)).unwrap_or_default();
-    let upstreams = Upstreams::start(&snapshot.backends, health);
+    let upstreams = Upstreams::start(&snapshot.backends, health, previous.map(|p| &p.upstreams));
     let http = Arc::new(listener::http_builder(&snapshot));
     Ok(Active { snapshot, generation, upstreams, access_log, log_request_headers, log_response_headers, http })
 }

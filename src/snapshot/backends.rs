@@ -144,7 +144,23 @@ impl Compiler<'_> {
             None => None,
         };
         let tls = tls.filter(|_| self.errors.len() == before)?;
+        // What decides whether a reload may keep this backend's pool: its whole config and the
+        // bytes of every file it refers to (a renewed CA or client certificate means new
+        // connections).
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            format!("{b:?}").hash(&mut h);
+            for f in [ca.as_ref(), client_pair.as_ref().map(|(c, _)| c), client_pair.as_ref().map(|(_, k)| k)]
+                .into_iter()
+                .flatten()
+            {
+                std::fs::read(f).unwrap_or_default().hash(&mut h);
+            }
+            h.finish()
+        };
         Some(BackendSpec {
+            fingerprint,
             name: name.to_owned(),
             servers,
             balance,

@@ -67,6 +67,8 @@ pub struct RetrySpec {
 /// A backend, compiled from `backends.NAME`.
 #[derive(Debug)]
 pub struct BackendSpec {
+    /// Equal fingerprints mean an identical backend: a reload keeps its runtime (pool, budget).
+    pub fingerprint: u64,
     pub name: String,
     pub servers: Vec<ServerSpec>,
     pub balance: Balance,
@@ -554,15 +556,21 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
+    /// Builds the runtime of a snapshot's backends. A backend whose config (and referenced
+    /// files) did not change keeps the runtime it had in `previous`, so a reload does not close
+    /// and reopen its keep-alive connections.
     pub fn start(
         specs: &std::collections::BTreeMap<String, Arc<BackendSpec>>,
         registry: &Arc<HealthRegistry>,
+        previous: Option<&Upstreams>,
     ) -> Upstreams {
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut backends = HashMap::new();
         for (name, spec) in specs {
-            let backend = Arc::new(Backend::new(spec.clone(), registry));
-            if let Some(h) = &spec.health {
+            let kept =
+                previous.and_then(|p| p.backends.get(name)).filter(|b| b.spec.fingerprint == spec.fingerprint).cloned();
+            let backend = kept.unwrap_or_else(|| Arc::new(Backend::new(spec.clone(), registry)));
+            if let Some(h) = &backend.spec.health {
                 health::spawn(backend.clone(), h.clone(), cancel.clone());
             }
             backends.insert(name.clone(), backend);

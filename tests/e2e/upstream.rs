@@ -479,4 +479,13 @@ async fn pooled_connections_are_reused_until_idle_timeout() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(get(&g.url("/api/x")).await.status, 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "a connection idle past timeouts.idle is not reused");
+
+    // A reload that leaves the backend unchanged keeps its pool; one that changes it does not.
+    let base = simple_config(addr, "    timeouts: { idle: 400ms }", "");
+    g.reload_with(&format!("{base}  extra:\n    path: /extra\n    backend: b\n")).await.expect("reload");
+    assert_eq!(get(&g.url("/api/x")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "an unchanged backend keeps its connections across a reload");
+    g.reload_with(&simple_config(addr, "    timeouts: { idle: 401ms }", "")).await.expect("reload");
+    assert_eq!(get(&g.url("/api/x")).await.status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a changed backend starts with fresh connections");
 }
