@@ -72,7 +72,9 @@ fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<serde_jso
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
-        "layer": "gateway",
+        // Refused admin calls and configs are bad input at the perimeter, like a 400 on the
+        // data path: `edge`. (`gateway` is reserved for the gateway's own bugs.)
+        "layer": "edge",
     });
     if let (Some(extra), Some(obj)) = (extra, body.as_object_mut()) {
         obj.insert("errors".into(), extra);

@@ -25,7 +25,7 @@ use crate::respond::{Layer, Problem};
 use crate::route::{Lookup, Route};
 use crate::server::Active;
 use crate::upstream::balance::Balance;
-use crate::upstream::{Outbound, UpstreamError};
+use crate::upstream::Outbound;
 
 /// What the proxy knows about the client connection.
 pub struct ConnInfo {
@@ -199,16 +199,18 @@ async fn serve(
                 "CONNECT is not served: this is a reverse proxy",
             ));
         }
-    }
-    if let Some(len) =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limits.body_bytes {
-            return Err(Problem::edge(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "the request body exceeds edge.limits.body_bytes",
-            ));
+        // HTTP/1 declared lengths were judged by the guard already; streamed bodies of both
+        // versions are bounded by `UpstreamBody`.
+        if let Some(len) =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limits.body_bytes {
+                return Err(Problem::edge(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "the request body exceeds edge.limits.body_bytes",
+                ));
+            }
         }
     }
     // A cheap clone (shared bytes) so the normalised path can borrow from it past `into_parts`.
@@ -333,13 +335,8 @@ async fn serve(
     trace.time_backend = Some(t.elapsed());
     let answer = match result {
         Ok(a) => a,
-        Err(e) => {
-            let mut p = e.problem(backend_name);
-            if let UpstreamError::ClientBody(_) = e {
-                p.layer = Layer::Edge;
-            }
-            return Err(p);
-        }
+        // `problem` already says `edge` for a client body that broke the request.
+        Err(e) => return Err(e.problem(backend_name)),
     };
     let mut response = answer.response;
     let checkin = answer.checkin;

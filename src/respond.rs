@@ -98,7 +98,7 @@ impl Problem {
         s.push_str("\",\"title\":");
         push_json_str(&mut s, self.status.canonical_reason().unwrap_or("Error"));
         s.push_str(",\"status\":");
-        s.push_str(itoa_u16(self.status.as_u16()).as_str());
+        s.push_str(&self.status.as_u16().to_string());
         s.push_str(",\"detail\":");
         push_json_str(&mut s, &self.detail);
         s.push_str(",\"layer\":\"");
@@ -148,7 +148,7 @@ impl Problem {
         let body = self.body(request_id);
         let mut out = Vec::with_capacity(body.len() + 200);
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(itoa_u16(self.status.as_u16()).as_bytes());
+        out.extend_from_slice(self.status.as_u16().to_string().as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.status.canonical_reason().unwrap_or("Error").as_bytes());
         out.extend_from_slice(b"\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: ");
@@ -161,10 +161,6 @@ impl Problem {
         out.extend_from_slice(body.as_bytes());
         out
     }
-}
-
-fn itoa_u16(n: u16) -> String {
-    n.to_string()
 }
 
 /// Appends `v` as a JSON string literal.

@@ -43,7 +43,7 @@ impl Active {
     pub fn reject_hook(&self, peer: SocketAddr, local_port: u16) -> Option<RejectHook> {
         let log = self.access_log.clone()?;
         let client_ip = crate::edge::canonical(peer.ip());
-        Some(listener::make_reject_hook(move |problem, request_id| {
+        Some(Arc::new(move |problem: &crate::respond::Problem, request_id: &str| {
             let record = LogRecord {
                 client_ip,
                 peer_port: peer.port(),

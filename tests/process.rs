@@ -687,6 +687,7 @@ async fn admin_health_ready_and_reload() {
         assert_eq!(denied.www_authenticate.as_deref(), Some("Bearer"));
         let v = denied.json();
         assert_eq!(v["status"], 401);
+        assert_eq!(v["layer"], "edge", "a refused admin call is bad input at the perimeter");
         assert_eq!(v["type"], "urn:gatehouse:error:admin-unauthorized");
         assert!(!denied.body.contains(TOKEN), "the token must never be echoed");
     }

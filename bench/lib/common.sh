@@ -142,24 +142,33 @@ wait_port() {
 }
 
 # --- load generation ---------------------------------------------------------
-# run_wrk SECONDS URL OUTFILE: wrk pinned to LOAD_CPU. Started in the background
+# run_load OUTFILE CMD...: a load generator pinned to LOAD_CPU. Started in the background
 # and waited for, so a Ctrl-C / SIGTERM trap runs at once and stops it too.
-run_wrk() {
-  : >"$3"
-  spawn "$LOAD_CPU" "$3" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" --latency "$2"
+run_load() {
+  local out=$1
+  shift
+  : >"$out"
+  spawn "$LOAD_CPU" "$out" "$@"
   wait "$SPAWNED_PID" || true
   unset "LIVE_PIDS[$SPAWNED_PID]"
 }
 
+# Converts wrk/h2load durations ("850.00us", "1.2ms", "2.1s") to milliseconds (awk).
+AWK_MS='function ms(v) {
+  if (v ~ /us$/) return v / 1000
+  if (v ~ /ms$/) return v + 0
+  if (v ~ /s$/) return v * 1000
+  return v + 0
+}'
+
+# run_wrk SECONDS URL OUTFILE
+run_wrk() {
+  run_load "$3" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" --latency "$2"
+}
+
 # parse_wrk FILE -> "requests rps p50_ms p99_ms socket_errors non2xx"
 parse_wrk() {
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) return v / 1000
-      if (v ~ /ms$/) return v + 0
-      if (v ~ /s$/) return v * 1000
-      return v + 0
-    }
+  awk "$AWK_MS"'
     $1 == "50%" { p50 = ms($2) }
     $1 == "99%" { p99 = ms($2) }
     / requests in / { req = $1 }
@@ -173,23 +182,14 @@ parse_wrk() {
 # run_h2load SECONDS URL OUTFILE: h2load (HTTP/2 with prior knowledge for http:// URLs)
 # pinned to LOAD_CPU, CONNS connections x H2_STREAMS concurrent streams, duration mode
 run_h2load() {
-  : >"$3"
-  spawn "$LOAD_CPU" "$3" h2load -t"$WRK_THREADS" -c"$CONNS" -m"${H2_STREAMS:-10}" -D"$1" "$2"
-  wait "$SPAWNED_PID" || true
-  unset "LIVE_PIDS[$SPAWNED_PID]"
+  run_load "$3" h2load -t"$WRK_THREADS" -c"$CONNS" -m"${H2_STREAMS:-10}" -D"$1" "$2"
 }
 
 # parse_h2load FILE -> "requests rps mean_ms max_ms errors non2xx": h2load prints only
 # min/max/mean/sd of request times, so the p50/p99 fields get the mean and the max.
 # errors = errored + timed out requests; non2xx = 3xx + 4xx + 5xx responses.
 parse_h2load() {
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) return v / 1000
-      if (v ~ /ms$/) return v + 0
-      if (v ~ /s$/) return v * 1000
-      return v + 0
-    }
+  awk "$AWK_MS"'
     /^finished in/ { rps = $4 }
     /^requests:/ { gsub(",", ""); req = $6; err = $12 + $14 }
     /^status codes:/ { gsub(",", ""); non = $5 + $7 + $9 }

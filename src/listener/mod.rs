@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::guard::{ConnShared, GuardLimits, H1Guard, RejectHook};
+use crate::edge::guard::{ConnShared, GuardLimits, H1Guard};
 use crate::proxy::{self, ConnInfo};
 use crate::server::Gateway;
 use crate::snapshot::Snapshot;
@@ -217,9 +217,4 @@ async fn run_http<S>(
             }
         }
     }
-}
-
-/// A hook that writes guard rejections (400, 408, 413, 414, 431) to the access log.
-pub fn make_reject_hook(f: impl Fn(&crate::respond::Problem, &str) + Send + Sync + 'static) -> RejectHook {
-    Arc::new(f)
 }

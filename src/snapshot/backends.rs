@@ -121,7 +121,6 @@ impl Compiler<'_> {
             ca: if uses_https { ca.as_deref() } else { None },
             verify: verify && (uses_https || ca.is_some()),
             client_cert: client_pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-            http2: protocol == Protocol::Http2,
         };
         let tls = match tls_broken {
             true => None,

@@ -16,7 +16,7 @@ use std::error::Error as _;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -333,8 +333,6 @@ pub struct Answer {
     pub response: Response<Incoming>,
     /// The pooled HTTP/1.1 connection, to return once the response body has ended.
     pub checkin: Option<pool::Checkin>,
-    pub server: usize,
-    pub attempts: u32,
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -397,15 +395,21 @@ impl Backend {
         let may_retry = retryable && self.spec.retry.attempts > 1 && self.servers.len() > 1;
         let mut headers = Some(parts.headers);
         let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
+        // Servers already tried by this request; `retry.attempts` is at most 10 (checked when
+        // the config compiles), so a fixed array avoids an allocation per request.
+        let mut tried = [0usize; 10];
+        let mut tried_len = 0usize;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let view = View(self, self.registry.now_ms());
-            let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried) else {
+            let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried[..tried_len]) else {
                 return Err(UpstreamError::NoHealthyServer);
             };
-            tried.push(i);
+            if tried_len < tried.len() {
+                tried[tried_len] = i;
+                tried_len += 1;
+            }
             let server = &self.spec.servers[i];
             let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
             *req.method_mut() = parts_method.clone();
@@ -431,7 +435,7 @@ impl Backend {
             let can_retry = |this: &Self| {
                 retryable
                     && attempt < this.spec.retry.attempts
-                    && tried.len() < this.servers.len()
+                    && tried_len < this.servers.len()
                     && this.budget.try_retry(now_s, &this.spec.retry)
             };
             match sent {
@@ -442,7 +446,7 @@ impl Backend {
                         continue;
                     }
                     self.record(i, !matches!(status, 502..=504));
-                    return Ok(Answer { response, checkin, server: i, attempts: attempt });
+                    return Ok(Answer { response, checkin });
                 }
                 Ok(Err(pool::SendError::Connect(kind))) => {
                     self.record(i, false);
@@ -521,11 +525,6 @@ impl Backend {
             _ => false,
         }
     }
-
-    /// Is server `i` currently usable (for tests and metrics)?
-    pub fn server_available(&self, i: usize) -> bool {
-        View(self, self.registry.now_ms()).available(i)
-    }
 }
 
 fn find_body_error(e: &hyper::Error) -> Option<ClientBodyFailure> {
@@ -577,9 +576,4 @@ impl Upstreams {
         }
         Upstreams { backends, _health: cancel.drop_guard() }
     }
-}
-
-/// Wall-clock helper for timings.
-pub fn since(t: Instant) -> Duration {
-    t.elapsed()
 }

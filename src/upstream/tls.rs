@@ -33,9 +33,6 @@ pub struct ClientTlsOptions<'a> {
     pub ca: Option<&'a Path>,
     pub verify: bool,
     pub client_cert: Option<(&'a Path, &'a Path)>,
-    /// The backend speaks HTTP/2. Informational: the ALPN offer (`h2`) is made by the
-    /// hyper-rustls connector, which requires the config's ALPN list to be empty.
-    pub http2: bool,
 }
 
 pub fn client_config(o: &ClientTlsOptions<'_>) -> Result<ClientConfig, String> {
@@ -61,8 +58,7 @@ pub fn client_config(o: &ClientTlsOptions<'_>) -> Result<ClientConfig, String> {
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification::new()))
     };
-    // ALPN stays empty: hyper-rustls's connector builder panics otherwise, and offers `h2`
-    // itself when the backend's protocol is http2 (nothing for HTTP/1.1).
+    // ALPN is set per connection by `pool::Pool::connect_io` (h2 or http/1.1).
     match o.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)

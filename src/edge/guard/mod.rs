@@ -228,10 +228,6 @@ impl<S> H1Guard<S> {
             },
         }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 /// What judging the buffered bytes produced.
