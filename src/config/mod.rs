@@ -429,10 +429,10 @@ pub enum PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "policies", "store", "cluster", "secrets"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "policies", "store", "cluster"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis", "secrets"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.

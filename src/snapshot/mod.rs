@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub access_log: AccessLogSpec,
     pub backends: BTreeMap<String, Arc<BackendSpec>>,
     pub routes: RouteTable,
+    /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
+    pub secrets: crate::secrets::Sources,
 }
 
 impl Snapshot {
@@ -103,15 +105,18 @@ pub fn compile_file(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
 pub fn compile_str(file: &str, text: &str, base_dir: &Path) -> Result<Snapshot, Vec<ConfigError>> {
     let mut doc = Document::parse(file, text)?;
     let mut errors = Vec::new();
-    crate::secrets::resolve(&mut doc, &mut errors);
+    let secrets = crate::secrets::resolve_in(&mut doc, base_dir, &mut errors);
     let cfg = deserialize_sections(&doc, &mut errors);
     // The values at these paths are stand-ins (see `Document::deserialize_at_lenient`); an
     // unknown key leaves nothing in its place.
     let broken = errors.iter().filter(|e| !e.is_unknown_key()).map(|e| e.path.clone()).collect();
-    let snapshot = Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken }.compile(&cfg);
+    let mut snapshot = Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken }.compile(&cfg);
     if errors.is_empty() {
+        snapshot.secrets = secrets.sources;
         Ok(snapshot)
     } else {
+        // An error about a value (a bad URL, a wrong type) would echo a resolved secret.
+        secrets.redact(&mut errors);
         config::yaml::sort_errors(&mut errors);
         Err(errors)
     }
@@ -263,6 +268,7 @@ impl Compiler<'_> {
             access_log,
             backends,
             routes,
+            secrets: Default::default(),
         }
     }
 

@@ -7,5 +7,6 @@ mod core;
 mod framing;
 mod h2abuse;
 mod limits;
+mod secrets;
 mod tls;
 mod upstream;
