@@ -7,6 +7,7 @@ mod core;
 mod framing;
 mod h2abuse;
 mod limits;
+mod pipeline;
 mod secrets;
 mod tls;
 mod upstream;
