@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{return_response, BuildCx, Policy};
+use super::{
+    authentication_basic, authentication_certificate, authentication_managed_identity, return_response, BuildCx, Policy,
+};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -13,7 +15,14 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 }
 
 /// Every policy kind and its builder.
-const POLICIES: &[(&str, Builder)] = &[("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc))];
+const POLICIES: &[(&str, Builder)] = &[
+    ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
+    ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
+    ("authentication-managed-identity", |cx| {
+        authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
+    }),
+];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
 pub fn kinds() -> impl Iterator<Item = &'static str> {

@@ -9,5 +9,6 @@ mod h2abuse;
 mod limits;
 mod pipeline;
 mod secrets;
+mod service_identity;
 mod tls;
 mod upstream;

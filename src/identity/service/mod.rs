@@ -399,3 +399,15 @@ pub fn basic_header(text: &str) -> HeaderValue {
 
 #[cfg(test)]
 mod tests;
+
+/// A path from the config, relative to the config file's directory (as the snapshot resolves
+/// certificate paths).
+pub fn config_path(doc: &crate::config::Document, p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    match std::path::Path::new(doc.file()).parent() {
+        Some(dir) => dir.join(p),
+        None => p.to_path_buf(),
+    }
+}
