@@ -461,3 +461,48 @@ apis:
     let errors = compile(yaml("[]", "[ { authentication-certificate: { thumbprint: nothex } } ]"));
     assert!(errors.iter().any(|e| e.path.ends_with("thumbprint")), "{errors:#?}");
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_is_used_for_the_next_token() {
+    // 2 s tokens: the refresh after 1 s already uses whatever secret is current.
+    let idp = Idp::start(2);
+    let b = backend().await;
+    let secrets = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secrets.path().join("idp-secret"), BASIC_SECRET).expect("write");
+    let extra = format!("secrets: {{ providers: [ {{ dir: \"{}\" }} ] }}", secrets.path().display());
+    let policy = managed_identity(&idp, r#"client_id: svc-basic, client_secret: "{{secret:idp-secret}}""#);
+    let g = gateway(&config(b.addr, &extra, &policy)).await;
+    assert_eq!(get(&g.url("/api/x")).await.status, 200);
+
+    // What `gatehouse run` does each second (see main.rs): a changed secret file reloads.
+    let mut watcher = gatehouse::secrets::Watcher::default();
+    assert!(!watcher.changed(&g.gw.active().snapshot.secrets));
+    let rotate = |value: &str| {
+        let tmp = secrets.path().join(".tmp");
+        std::fs::write(&tmp, value).expect("write");
+        std::fs::rename(&tmp, secrets.path().join("idp-secret")).expect("rename");
+    };
+    rotate("revoked-or-mistyped-secret");
+    assert!(watcher.changed(&g.gw.active().snapshot.secrets));
+    g.gw.reload().await.expect("reload");
+    assert_eq!(get(&g.url("/api/x")).await.status, 200, "the cached token outlives the rotation");
+    // Once that token is gone, the provider is asked with the new secret, which it refuses.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(&g.url("/api/x")).await;
+        if got.status == 502 {
+            break;
+        }
+        assert_eq!(got.status, 200);
+        assert!(Instant::now() < deadline, "the new secret was never used");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rotate(BASIC_SECRET);
+    assert!(watcher.changed(&g.gw.active().snapshot.secrets));
+    g.gw.reload().await.expect("reload");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&g.url("/api/x")).await.status != 200 {
+        assert!(Instant::now() < deadline, "the restored secret was never used");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
