@@ -139,6 +139,10 @@ pub fn resolve_in(doc: &mut Document, base_dir: &Path, errors: &mut Vec<ConfigEr
         errors.extend(e);
     }
     let providers = compile_providers(doc, base_dir, errors);
+    let values = [key("secrets"), key("values")];
+    if doc.get(&values).is_some_and(|n| !n.is_null() && !matches!(n.kind, NodeKind::Map(_))) {
+        errors.push(doc.error(&values, "expected a map of named values such as `{ orders-host: orders.internal }`"));
+    }
     let mut named = BTreeMap::new();
     let mut broken = Vec::new();
     {

@@ -116,3 +116,16 @@ fn secret_debug_hides_the_value() {
     assert_eq!(format!("{s:?}"), "Secret(***)");
     assert_eq!(s.expose(), "hunter2");
 }
+
+#[test]
+fn section_shapes_are_checked() {
+    let (_, _, errors) = run("secrets: { values: 5 }\n", Path::new(""));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "secrets.values");
+    let (_, _, errors) = run("secrets: { providers: env }\n", Path::new(""));
+    assert_eq!(errors[0].path, "secrets.providers");
+    let (_, _, errors) = run("secrets: 5\n", Path::new(""));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (_, _, errors) = run("secrets:\n", Path::new(""));
+    assert!(errors.is_empty(), "{errors:?}");
+}
