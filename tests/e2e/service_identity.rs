@@ -138,7 +138,8 @@ impl Idp {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("the provider announced itself");
+        // Generous: node and the provider start slowly on a loaded CI machine.
+        let line = rx.recv_timeout(Duration::from_secs(90)).expect("the provider announced itself");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         let issuer = v["issuer"].as_str().expect("issuer").to_owned();
         Idp { child, issuer, client_key: key.serialize_pem() }
@@ -505,4 +506,25 @@ async fn a_rotated_client_secret_is_used_for_the_next_token() {
         assert!(Instant::now() < deadline, "the restored secret was never used");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `provider:` finds the token endpoint through `identity_providers.NAME.openid_configuration`.
+/// Passes once the `identity_providers` section is accepted (verified on a trial merge with the
+/// jwt branch); until then that section is "not supported" and the config does not compile.
+#[tokio::test]
+#[ignore = "blocked: identity_providers arrives with the jwt branch"]
+async fn provider_discovery_through_identity_providers() {
+    let idp = Idp::start(300);
+    let b = backend().await;
+    let extra = format!(
+        "identity_providers: {{ corp: {{ openid_configuration: \"{}/.well-known/openid-configuration\" }} }}",
+        idp.issuer
+    );
+    let policy = format!(
+        "[ {{ authentication-managed-identity: {{ provider: corp, client_id: svc-basic, client_secret: \"{BASIC_SECRET}\", resource: \"api://via-discovery\" }} }} ]"
+    );
+    let g = gateway(&config(b.addr, &extra, &policy)).await;
+    let got = get(&g.url("/api/x")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(claims(&seen_authorization(&b, 0))["aud"], "api://via-discovery");
 }
