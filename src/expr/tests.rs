@@ -1,3 +1,6 @@
+//! The expression language as a user sees it: what parses, what each form evaluates to, the error
+//! messages, the bounds, and random inputs that must never panic.
+
 use std::borrow::Cow;
 use std::cell::Cell;
 
