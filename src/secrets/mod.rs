@@ -93,6 +93,9 @@ pub struct Resolved {
     pub sources: Sources,
     /// (value, name), longest value first.
     redactions: Vec<(String, String)>,
+    /// Every scalar that had `{{secret:…}}`: its path and its source with the secret values
+    /// passed through [`crate::expr::escape`], for fields that are templates.
+    template_sources: Vec<(Vec<PathSeg>, String)>,
 }
 
 impl Resolved {
@@ -111,6 +114,13 @@ impl Resolved {
             }
         }
         out
+    }
+
+    /// For a template field at `path`: its source with every spliced secret value escaped, so
+    /// that a `{` in a secret stays literal and is never parsed (nor quoted in a parse error);
+    /// `None` when no secret was spliced there (use the value as it is).
+    pub fn template_source(&self, path: &[PathSeg]) -> Option<&str> {
+        self.template_sources.iter().find(|(p, _)| p == path).map(|(_, s)| s.as_str())
     }
 
     fn keep_out(&mut self, name: &str, value: &str, secret: bool) {
@@ -185,12 +195,14 @@ pub fn resolve_in(doc: &mut Document, base_dir: &Path, errors: &mut Vec<ConfigEr
     }
     let mut failed = Vec::new();
     let mut seen: Vec<(String, String, bool)> = Vec::new();
+    let mut template_sources = Vec::new();
     {
         let mut lookup = Lookup { values: &named, providers: &providers, sources: &mut resolved.sources };
         doc.for_each_scalar_mut(&mut |path, value| {
             if !value.contains(OPEN) || path.first() == Some(&section[0]) {
                 return;
             }
+            let first = seen.len();
             let result = substitute(value, &mut |n| {
                 if broken.iter().any(|b| b == n) {
                     return Err(format!("secret `{n}`: its named value (secrets.values) has an error"));
@@ -201,11 +213,22 @@ pub fn resolve_in(doc: &mut Document, base_dir: &Path, errors: &mut Vec<ConfigEr
                 Ok(r)
             });
             match result {
-                Ok(v) => *value = v,
+                Ok(v) => {
+                    // The same values again (no second lookup), escaped for template fields.
+                    let mut spliced = seen[first..].iter();
+                    let escaped = substitute(value, &mut |_| {
+                        spliced.next().map(|(_, v, _)| crate::expr::escape(v).into_owned()).ok_or_else(String::new)
+                    });
+                    if let Ok(escaped) = escaped {
+                        template_sources.push((path.to_vec(), escaped));
+                    }
+                    *value = v;
+                }
                 Err(msg) => failed.push((path.to_vec(), msg)),
             }
         });
     }
+    resolved.template_sources = template_sources;
     for (name, value, secret) in &seen {
         resolved.keep_out(name, value, *secret);
     }

@@ -129,3 +129,13 @@ fn section_shapes_are_checked() {
     let (_, _, errors) = run("secrets:\n", Path::new(""));
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+#[test]
+fn template_fields_get_the_secret_escaped() {
+    let yaml = "secrets: { values: { k: \"a{b}c\" } }\nh: \"Bearer {{secret:k}} for {jwt.sub}\"\nplain: x\n";
+    let (doc, r, errors) = run(yaml, Path::new(""));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(scalar(&doc, &["h"]), "Bearer a{b}c for {jwt.sub}", "other fields get the value as it is");
+    assert_eq!(r.template_source(&[key("h")]), Some("Bearer a{{b}}c for {jwt.sub}"));
+    assert_eq!(r.template_source(&[key("plain")]), None);
+}
