@@ -187,8 +187,8 @@ fn build(
         }
     }
     let d = |v: crate::config::Duration| v.0;
-    if d(cfg.refresh_interval) < Duration::from_secs(10) {
-        errors.push(doc.error(&at(path, &["refresh_interval"]), "refresh_interval must be at least 10s"));
+    if d(cfg.refresh_interval) < Duration::from_secs(1) {
+        errors.push(doc.error(&at(path, &["refresh_interval"]), "refresh_interval must be at least 1s"));
     }
     if d(cfg.min_refetch_interval) < Duration::from_millis(100) {
         errors.push(doc.error(&at(path, &["min_refetch_interval"]), "min_refetch_interval must be at least 100ms"));

@@ -6,7 +6,11 @@
 
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
-pub struct PolicyEnv {}
+pub struct PolicyEnv {
+    /// Identity providers by name: JWKS, verified-token caches and refresh tasks kept across
+    /// reloads while a provider's config is unchanged.
+    pub identity: std::sync::Arc<crate::identity::providers::Registry>,
+}
 
 impl PolicyEnv {
     pub fn new() -> Self {

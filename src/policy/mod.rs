@@ -16,7 +16,10 @@ pub mod exchange;
 mod registry;
 mod run;
 
+pub mod authorize;
+pub mod forward_identity;
 pub mod return_response;
+pub mod validate_jwt;
 
 use std::cell::RefCell;
 use std::fmt;

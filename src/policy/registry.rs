@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{return_response, BuildCx, Policy};
+use super::{authorize, forward_identity, return_response, validate_jwt, BuildCx, Policy};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -13,7 +13,12 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 }
 
 /// Every policy kind and its builder.
-const POLICIES: &[(&str, Builder)] = &[("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc))];
+const POLICIES: &[(&str, Builder)] = &[
+    ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
+    ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
+    ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
+];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
 pub fn kinds() -> impl Iterator<Item = &'static str> {

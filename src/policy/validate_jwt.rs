@@ -126,10 +126,9 @@ impl ValidateJwt {
             }
         };
         if cfg.audiences.is_empty() || cfg.audiences.iter().any(String::is_empty) {
-            errors.push(cx.error(
-                &["audiences"],
-                "at least one audience is required: the token's `aud` must name this API",
-            ));
+            errors.push(
+                cx.error(&["audiences"], "at least one audience is required: the token's `aud` must name this API"),
+            );
         }
         if cfg.issuers.len() > 8 {
             errors.push(cx.error(&["issuers"], "at most 8 issuers"));
@@ -204,7 +203,8 @@ pub fn missing_token() -> Problem {
 pub fn invalid_token(i: Invalid) -> Problem {
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", i.detail());
     let value = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
-    Problem::new(StatusCode::UNAUTHORIZED, "jwt-invalid", Layer::Policy, i.detail()).with_header(WWW_AUTHENTICATE, value)
+    Problem::new(StatusCode::UNAUTHORIZED, "jwt-invalid", Layer::Policy, i.detail())
+        .with_header(WWW_AUTHENTICATE, value)
 }
 
 /// 403 `insufficient_scope`; `scope` lists the scopes needed, when scopes are what is missing.
@@ -215,7 +215,8 @@ pub fn insufficient(detail: &str, scope: Option<&str>) -> Problem {
     };
     let value =
         HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer error=\"insufficient_scope\""));
-    Problem::new(StatusCode::FORBIDDEN, "insufficient-scope", Layer::Policy, detail).with_header(WWW_AUTHENTICATE, value)
+    Problem::new(StatusCode::FORBIDDEN, "insufficient-scope", Layer::Policy, detail)
+        .with_header(WWW_AUTHENTICATE, value)
 }
 
 enum Found<'a> {
