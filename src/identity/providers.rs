@@ -256,6 +256,15 @@ impl Registry {
         p
     }
 
+    /// Starts the key refresh of every live provider; for providers built before the Tokio
+    /// runtime existed (the first compile of `gatehouse run`). Must run inside the runtime.
+    pub fn start(&self) {
+        let live: Vec<_> = self.live.lock().values().filter_map(Weak::upgrade).collect();
+        for p in live {
+            p.ensure_started();
+        }
+    }
+
     /// The running provider called `name`, if any snapshot still uses one (admin and tests).
     pub fn get(&self, name: &str) -> Option<Arc<Provider>> {
         self.live.lock().get(name).and_then(Weak::upgrade)

@@ -116,3 +116,48 @@ impl Policy for Authorize {
         Outcome::Continue.into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn authorize(scopes: Option<(&[&str], Match)>, roles: Option<(&[&str], Match)>) -> Authorize {
+        let rule = |name: &str, (values, mode): (&[&str], Match)| ClaimRule {
+            name: name.into(),
+            values: values.iter().map(|v| (*v).into()).collect(),
+            mode,
+        };
+        Authorize {
+            scope_claims: vec!["scope".into(), "scp".into()],
+            scopes: scopes.map(|s| rule("scope", s)),
+            roles: roles.map(|r| rule("roles", r)),
+            scope_hint: None,
+        }
+    }
+
+    fn allowed(a: &Authorize, claims: Value) -> bool {
+        let c = claims.as_object().expect("object");
+        a.scopes.as_ref().is_none_or(|r| a.has_scopes(r, c)) && a.roles.as_ref().is_none_or(|r| r.check(c))
+    }
+
+    #[test]
+    fn scopes_from_scope_or_scp_strings_and_arrays() {
+        let a = authorize(Some((&["orders.read", "orders.write"], Match::All)), None);
+        assert!(allowed(&a, json!({ "scope": "orders.read orders.write" })));
+        assert!(allowed(&a, json!({ "scp": ["orders.write", "orders.read"] })));
+        assert!(allowed(&a, json!({ "scope": "orders.read", "scp": "orders.write" })), "pooled from both claims");
+        assert!(!allowed(&a, json!({ "scope": "orders.read" })));
+        assert!(!allowed(&a, json!({ "roles": ["orders.read", "orders.write"] })), "roles are not scopes");
+        let any = authorize(Some((&["a", "b"], Match::Any)), None);
+        assert!(allowed(&any, json!({ "scope": "b" })));
+    }
+
+    #[test]
+    fn roles_any_of_by_default_and_both_requirements_together() {
+        let a = authorize(Some((&["orders.read"], Match::All)), Some((&["admin", "support"], Match::Any)));
+        assert!(allowed(&a, json!({ "scope": "orders.read", "roles": ["support"] })));
+        assert!(!allowed(&a, json!({ "scope": "orders.read", "roles": ["viewer"] })));
+        assert!(!allowed(&a, json!({ "roles": ["admin"] })));
+    }
+}

@@ -314,3 +314,74 @@ impl Policy for ValidateJwt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &[u8])]) -> http::request::Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, HeaderValue::from_bytes(v).expect("header value"));
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn found(source: &Source, p: &http::request::Parts) -> Option<String> {
+        match source.find(p) {
+            Found::Token(t) => Some(t.to_owned()),
+            Found::Missing => None,
+            Found::Unreadable => Some("<unreadable>".into()),
+        }
+    }
+
+    #[test]
+    fn token_sources() {
+        let bearer = Source::Bearer;
+        assert_eq!(found(&bearer, &parts("/", &[("authorization", b"Bearer a.b.c")])).as_deref(), Some("a.b.c"));
+        assert_eq!(found(&bearer, &parts("/", &[("authorization", b"bearer  a.b.c ")])).as_deref(), Some("a.b.c"));
+        assert_eq!(found(&bearer, &parts("/", &[("authorization", b"Basic dXNlcjpwdw==")])), None);
+        assert_eq!(found(&bearer, &parts("/", &[])), None);
+        let two = parts("/", &[("authorization", b"Bearer a"), ("authorization", b"Bearer b")]);
+        assert_eq!(found(&bearer, &two).as_deref(), Some("<unreadable>"));
+        let binary = parts("/", &[("authorization", b"Bearer \xff\xfe")]);
+        assert_eq!(found(&bearer, &binary).as_deref(), Some("<unreadable>"));
+
+        let header = Source::Header(HeaderName::from_static("x-token"));
+        assert_eq!(found(&header, &parts("/", &[("x-token", b"a.b.c")])).as_deref(), Some("a.b.c"));
+        assert_eq!(found(&header, &parts("/", &[("x-token", b"Bearer a.b.c")])).as_deref(), Some("a.b.c"));
+
+        let query = Source::Query("access_token".into());
+        assert_eq!(found(&query, &parts("/x?a=1&access_token=a.b.c&z", &[])).as_deref(), Some("a.b.c"));
+        assert_eq!(found(&query, &parts("/x?access_token_x=1", &[])), None);
+        assert_eq!(found(&query, &parts("/x?access_token=a%2Eb", &[])).as_deref(), Some("<unreadable>"));
+
+        let cookie = Source::Cookie("session".into());
+        let p = parts("/", &[("cookie", b"theme=dark; session=a.b.c; other=1")]);
+        assert_eq!(found(&cookie, &p).as_deref(), Some("a.b.c"));
+        assert_eq!(found(&cookie, &parts("/", &[("cookie", b"sessionx=1")])), None);
+    }
+
+    #[test]
+    fn required_values_forms() {
+        let all = RequiredValues::All(vec!["a".into(), "b".into()]).rule("roles", Match::All).expect("list");
+        assert_eq!((all.values.len(), all.mode), (2, Match::All));
+        let any = RequiredValues::Spec(MatchSpec { any_of: Some(vec!["a".into()]), all_of: None });
+        assert_eq!(any.rule("roles", Match::All).expect("any_of").mode, Match::Any);
+        let both = RequiredValues::Spec(MatchSpec { any_of: Some(vec![]), all_of: Some(vec![]) });
+        assert!(both.rule("roles", Match::All).is_err());
+        let one = RequiredValues::One("t1".into()).rule("tid", Match::Any).expect("one");
+        assert_eq!((one.values.len(), one.mode), (1, Match::All));
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        let p = invalid_token(Invalid::Expired);
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(p.headers[WWW_AUTHENTICATE], "Bearer error=\"invalid_token\", error_description=\"token expired\"");
+        assert_eq!(missing_token().headers[WWW_AUTHENTICATE], "Bearer");
+        let p = insufficient("x", Some("orders.write"));
+        assert_eq!(p.status, StatusCode::FORBIDDEN);
+        assert_eq!(p.headers[WWW_AUTHENTICATE], "Bearer error=\"insufficient_scope\", scope=\"orders.write\"");
+    }
+}

@@ -420,3 +420,44 @@ async fn a_reload_keeps_the_provider_warm() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(idp.jwks_hits().await, hits, "an unchanged provider is not fetched again on reload");
 }
+
+#[test]
+fn config_errors_are_located_and_all_reported() {
+    let yaml = r#"
+listeners:
+  - { name: main, bind: "127.0.0.1:0" }
+identity_providers:
+  corp: { jwks_uri: "https://idp.example.com/jwks", algorithms: [ HS256 ] }
+  ok: { jwks_uri: "https://idp.example.com/jwks" }
+backends:
+  b: { servers: [ { url: "http://127.0.0.1:9" } ] }
+apis:
+  orders:
+    path: /orders
+    backend: b
+    policies:
+      inbound:
+        - validate-jwt: { provider: nobody, audiences: [ "api://orders" ] }
+        - validate-jwt: { provider: ok, clock_skew: 1h, query_parameter_name: t, cookie_name: c }
+        - validate-jwt: { provider: corp, audiences: [ a ] }
+        - authorize: { }
+        - forward-identity: { authorization: drop }
+        - forward-identity: { claims_as_headers: { Host: sub, X-Ok: sub } }
+"#;
+    let errors = match gatehouse::snapshot::compile_str("t.yaml", yaml, std::path::Path::new(".")) {
+        Ok(_) => panic!("the config must not compile"),
+        Err(e) => e,
+    };
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "missing {needle:?} in {text:#?}");
+    has("t.yaml:5:");
+    has("HS256/HS384/HS512 need an `hmac_secret`");
+    has("unknown identity provider `nobody`");
+    has("at least one audience is required");
+    has("clock_skew must be at most 5m");
+    has("at most one of header_name, query_parameter_name and cookie_name");
+    has("identity provider `corp` has errors");
+    has("give `scopes`, `roles` or both");
+    has("`Host` cannot carry a claim");
+    has("inbound[4].forward-identity.authorization");
+}
