@@ -34,6 +34,9 @@ pub struct IdentityProviderConfig {
     /// How long a `kid` that a fresh fetch did not contain is rejected without asking again.
     #[serde(default = "IdentityProviderConfig::default_negative")]
     pub unknown_kid_ttl: Duration,
+    /// PEM CA bundle trusted for https fetches (relative to the config file); default: the
+    /// system's roots.
+    pub ca: Option<std::path::PathBuf>,
     /// Connect + response + body, per fetch.
     #[serde(default = "IdentityProviderConfig::default_timeout")]
     pub fetch_timeout: Duration,

@@ -46,6 +46,8 @@ pub struct ProviderSpec {
     pub unknown_kid_ttl: Duration,
     pub fetch_timeout: Duration,
     pub token_cache_size: usize,
+    /// `ca`, resolved against the config file's directory and checked to hold certificates.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 fn key(k: &str) -> PathSeg {
@@ -196,6 +198,13 @@ fn build(
     if d(cfg.fetch_timeout).is_zero() || d(cfg.fetch_timeout) > Duration::from_secs(60) {
         errors.push(doc.error(&at(path, &["fetch_timeout"]), "fetch_timeout must be between 1ms and 60s"));
     }
+    let base_dir = std::path::Path::new(doc.file()).parent().unwrap_or(std::path::Path::new(""));
+    let ca = cfg.ca.as_ref().map(|p| base_dir.join(p));
+    if let Some(file) = &ca {
+        if let Err(msg) = crate::upstream::tls::load_certs(file) {
+            errors.push(doc.error(&at(path, &["ca"]), msg));
+        }
+    }
     if cfg.token_cache_size > 10_000_000 {
         errors.push(doc.error(&at(path, &["token_cache_size"]), "token_cache_size must be at most 10000000"));
     }
@@ -213,6 +222,7 @@ fn build(
         unknown_kid_ttl: d(cfg.unknown_kid_ttl),
         fetch_timeout: d(cfg.fetch_timeout),
         token_cache_size: cfg.token_cache_size,
+        ca,
         config: cfg,
     })
 }

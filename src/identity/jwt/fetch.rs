@@ -54,10 +54,10 @@ impl Fetcher {
         Fetcher { tls, timeout }
     }
 
-    /// A client TLS config with the system's roots, offering http/1.1.
-    pub fn system_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    /// A client TLS config trusting `ca` (PEM bundle) or else the system's roots, offering http/1.1.
+    pub fn tls(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
         let mut cfg = crate::upstream::tls::client_config(&crate::upstream::tls::ClientTlsOptions {
-            ca: None,
+            ca,
             verify: true,
             client_cert: None,
         })?;

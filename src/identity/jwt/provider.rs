@@ -101,7 +101,7 @@ impl Provider {
                 let tls = if u.scheme() == Some(&http::uri::Scheme::HTTPS)
                     || matches!(spec.source, Source::Discovery(_))
                 {
-                    Fetcher::system_tls()
+                    Fetcher::tls(spec.ca.as_deref())
                         .map_err(|e| tracing::error!(provider = %spec.name, "TLS setup for key fetches failed: {e}"))
                         .ok()
                 } else {

@@ -218,10 +218,16 @@ struct Jwks {
 }
 
 async fn jwks_server() -> Arc<Jwks> {
+    jwks_server_tls(None).await
+}
+
+/// The JWKS server over TLS when `tls` is given.
+async fn jwks_server_tls(tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Jwks> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let state = Arc::new(Jwks {
-        url: format!("http://{addr}/jwks"),
+        url: format!("{scheme}://{addr}/jwks"),
         keys: Mutex::new(Vec::new()),
         hits: AtomicUsize::new(0),
         down: AtomicBool::new(false),
@@ -231,6 +237,7 @@ async fn jwks_server() -> Arc<Jwks> {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
             let s = s.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |_req| {
                     let s = s.clone();
@@ -246,7 +253,17 @@ async fn jwks_server() -> Arc<Jwks> {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(cfg) => {
+                        if let Ok(stream) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                    }
+                }
             });
         }
     });
@@ -346,4 +363,46 @@ async fn garbage_tokens_never_panic() {
     for t in [long.as_str(), &binary, "", "Bearer", &header_only, &bad_sig, &bad_payload, "a.b.c"] {
         assert!(matches!(v.validate(t, now).await, Err(Rejection::Invalid(_))), "{t:.40}");
     }
+}
+
+#[tokio::test]
+async fn https_jwks_trusted_through_a_configured_ca() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let server_cfg =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server cert");
+    let server = jwks_server_tls(Some(Arc::new(server_cfg))).await;
+    let k = TestKey::ec("k1");
+    server.keys.lock().push(k.jwk_json());
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("idp-ca.pem"), cert.pem()).expect("write ca");
+    let file = dir.path().join("gatehouse.yaml").display().to_string();
+    let yaml = |extra: &str| {
+        format!("identity_providers:\n  corp: {{ jwks_uri: \"{}\", issuer: \"{ISS}\"{extra} }}\n", server.url)
+    };
+    let token = k.sign(json!({}), &claims(ISS, AUD));
+
+    let registry = Registry::new();
+    let trusted = Document::parse(&file, &yaml(", ca: idp-ca.pem")).expect("yaml");
+    let v = validator(&trusted, &registry);
+    v.validate(&token, unix_now()).await.expect("keys fetched over TLS with the configured CA");
+
+    let untrusted_registry = Registry::new();
+    let system_roots = Document::parse(&file, &yaml("")).expect("yaml");
+    let v = validator(&system_roots, &untrusted_registry);
+    assert_eq!(v.validate(&token, unix_now()).await, Err(Rejection::Invalid(Invalid::KeysUnavailable)));
+
+    let missing = Document::parse(&file, &yaml(", ca: nowhere.pem")).expect("yaml");
+    assert!(errors_of(&missing).iter().any(|m| m.contains("nowhere.pem")), "{:?}", errors_of(&missing));
 }
