@@ -461,3 +461,37 @@ apis:
     has("`Host` cannot carry a claim");
     has("inbound[4].forward-identity.authorization");
 }
+
+#[tokio::test]
+async fn tokens_from_a_cookie_or_a_query_parameter() {
+    let idp = Idp::start();
+    let b = backend().await;
+    let extra = format!(
+        r#"  cookie:
+    path: /cookie
+    backend: b
+    policies:
+      inbound:
+        - validate-jwt: {{ provider: corp, audiences: [ "api://orders" ], cookie_name: session }}
+  query:
+    path: /query
+    backend: b
+    policies:
+      inbound:
+        - validate-jwt: {{ provider: corp, audiences: [ "api://orders" ], query_parameter_name: access_token }}"#
+    );
+    let g = gateway(&config(&idp, b.addr, "", &extra)).await;
+    let t = idp.token("api://orders", "orders.read").await;
+    let cookie = format!("theme=dark; session={t}");
+    assert_eq!(call_with(&g, "GET", "/cookie/x", None, &[("cookie", &cookie)]).await.status, 200);
+    assert_eq!(call(&g, &format!("/query/x?a=1&access_token={t}"), None).await.status, 200);
+    let bearer_only = call(&g, "/cookie/x", Some(&t)).await;
+    assert_eq!(assert_problem(&bearer_only, 401, "policy")["type"], "urn:gatehouse:error:jwt-missing");
+    // One signature character changed (in the middle, so every bit of it counts).
+    let mut forged_token = t.clone().into_bytes();
+    let i = t.len() - 20;
+    forged_token[i] = if forged_token[i] == b'A' { b'B' } else { b'A' };
+    let forged_token = String::from_utf8(forged_token).expect("ascii");
+    let forged = call(&g, &format!("/query/x?access_token={forged_token}"), None).await;
+    assert_eq!(assert_problem(&forged, 401, "policy")["detail"], "token signature invalid");
+}

@@ -92,6 +92,17 @@ fn forged_unsigned_and_confused_tokens_are_rejected() {
         let confused = hs256_with(&secret, "r1", &claims(ISS, AUD));
         assert_eq!(now_result(&v, &confused, now), Err(Rejection::Invalid(Invalid::Algorithm)));
     }
+    // ECDSA with r = s = 0 (CVE-2022-21449) and a signature of the wrong length.
+    let ec_key = TestKey::ec("e1");
+    let ec_provider = Registry::new();
+    let ev = validator(&inline(&[&ec_key], ""), &ec_provider);
+    let ec_good = ec_key.sign(json!({}), &claims(ISS, AUD));
+    let ec_input = ec_good.rsplit_once('.').expect("dot").0;
+    for sig in [vec![0u8; 64], vec![0u8; 1], vec![0xffu8; 64]] {
+        use base64::Engine as _;
+        let t = format!("{ec_input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig));
+        assert_eq!(now_result(&ev, &t, now), Err(Rejection::Invalid(Invalid::Signature)));
+    }
     // A kid naming the RSA key with an EC algorithm finds no key that answers ES256.
     let ec = TestKey::ec("r1");
     assert_eq!(
