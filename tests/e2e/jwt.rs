@@ -466,21 +466,19 @@ apis:
 async fn tokens_from_a_cookie_or_a_query_parameter() {
     let idp = Idp::start();
     let b = backend().await;
-    let extra = format!(
-        r#"  cookie:
+    let extra = r#"  cookie:
     path: /cookie
     backend: b
     policies:
       inbound:
-        - validate-jwt: {{ provider: corp, audiences: [ "api://orders" ], cookie_name: session }}
+        - validate-jwt: { provider: corp, audiences: [ "api://orders" ], cookie_name: session }
   query:
     path: /query
     backend: b
     policies:
       inbound:
-        - validate-jwt: {{ provider: corp, audiences: [ "api://orders" ], query_parameter_name: access_token }}"#
-    );
-    let g = gateway(&config(&idp, b.addr, "", &extra)).await;
+        - validate-jwt: { provider: corp, audiences: [ "api://orders" ], query_parameter_name: access_token }"#;
+    let g = gateway(&config(&idp, b.addr, "", extra)).await;
     let t = idp.token("api://orders", "orders.read").await;
     let cookie = format!("theme=dark; session={t}");
     assert_eq!(call_with(&g, "GET", "/cookie/x", None, &[("cookie", &cookie)]).await.status, 200);
