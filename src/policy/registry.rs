@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{authorize, forward_identity, return_response, validate_jwt, BuildCx, Policy};
+use super::{
+    authentication_basic, authentication_certificate, authentication_managed_identity, authorize, forward_identity,
+    return_response, validate_jwt, BuildCx, Policy,
+};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -15,6 +18,11 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 /// Every policy kind and its builder.
 const POLICIES: &[(&str, Builder)] = &[
     ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
+    ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
+    ("authentication-managed-identity", |cx| {
+        authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
+    }),
     ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
     ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
     ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
