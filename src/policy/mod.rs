@@ -19,7 +19,10 @@ mod run;
 pub mod authentication_basic;
 pub mod authentication_certificate;
 pub mod authentication_managed_identity;
+pub mod authorize;
+pub mod forward_identity;
 pub mod return_response;
+pub mod validate_jwt;
 
 use std::cell::RefCell;
 use std::fmt;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    authentication_basic, authentication_certificate, authentication_managed_identity, return_response, BuildCx, Policy,
+    authentication_basic, authentication_certificate, authentication_managed_identity, authorize, forward_identity,
+    return_response, validate_jwt, BuildCx, Policy,
 };
 use crate::config::ConfigError;
 
@@ -22,6 +23,9 @@ const POLICIES: &[(&str, Builder)] = &[
     ("authentication-managed-identity", |cx| {
         authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
     }),
+    ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
+    ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
+    ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
 ];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
