@@ -13,7 +13,10 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 }
 
 /// Every policy kind and its builder.
-const POLICIES: &[(&str, Builder)] = &[("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc))];
+const POLICIES: &[(&str, Builder)] = &[
+    ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("set-header", |cx| super::set_header::SetHeader::build(cx).map(arc)),
+];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
 pub fn kinds() -> impl Iterator<Item = &'static str> {
