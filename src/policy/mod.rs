@@ -21,7 +21,15 @@ pub mod return_response;
 mod context;
 mod util;
 
+pub mod check_header;
+pub mod forward_request;
+pub mod ip_filter;
+pub mod retry;
+pub mod set_backend_service;
 pub mod set_header;
+pub mod set_method;
+pub mod set_status;
+pub mod set_variable;
 
 use std::cell::RefCell;
 use std::fmt;

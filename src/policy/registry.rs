@@ -16,6 +16,14 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 const POLICIES: &[(&str, Builder)] = &[
     ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
     ("set-header", |cx| super::set_header::SetHeader::build(cx).map(arc)),
+    ("set-variable", |cx| super::set_variable::SetVariable::build(cx).map(arc)),
+    ("set-method", |cx| super::set_method::SetMethod::build(cx).map(arc)),
+    ("set-status", |cx| super::set_status::SetStatus::build(cx).map(arc)),
+    ("set-backend-service", |cx| super::set_backend_service::SetBackendService::build(cx).map(arc)),
+    ("forward-request", |cx| super::forward_request::ForwardRequest::build(cx).map(arc)),
+    ("retry", |cx| super::retry::Retry::build(cx).map(arc)),
+    ("check-header", |cx| super::check_header::CheckHeader::build(cx).map(arc)),
+    ("ip-filter", |cx| super::ip_filter::IpFilter::build(cx).map(arc)),
 ];
 
 /// Every policy kind this build knows, for the "unknown policy" message.

@@ -85,12 +85,12 @@ impl SetHeader {
                 None
             }
         };
-        let mut sources: Vec<(String, Vec<String>)> = Vec::new();
+        let mut sources: Vec<(&str, Option<usize>)> = Vec::new();
         if let Some(v) = &cfg.value {
-            sources.push((v.clone(), vec!["value".to_owned()]));
+            sources.push((v, None));
         }
         for (i, v) in cfg.values.iter().enumerate() {
-            sources.push((v.clone(), vec!["values".to_owned(), i.to_string()]));
+            sources.push((v, Some(i)));
         }
         if cfg.value.is_some() && !cfg.values.is_empty() {
             errors.push(cx.error(&["values"], "give either `value` or `values`, not both"));
@@ -104,15 +104,18 @@ impl SetHeader {
             _ => {}
         }
         let mut values = Vec::new();
-        for (src, sub) in &sources {
-            let sub: Vec<&str> = sub.iter().map(String::as_str).collect();
-            match cx.template(src, &sub) {
+        for (src, index) in sources {
+            let err = |msg: String| match index {
+                None => cx.error(&["value"], msg),
+                Some(i) => util::item_error(cx, "values", i, msg),
+            };
+            match crate::expr::Template::parse(src, &cx.names()) {
                 Ok(t) if t.is_static() => match HeaderValue::from_bytes(t.render(&NoNames).as_bytes()) {
                     Ok(v) => values.push(Val::Fixed(v)),
-                    Err(_) => errors.push(cx.error(&sub, "the value contains characters not allowed in a header")),
+                    Err(_) => errors.push(err("the value contains characters not allowed in a header".into())),
                 },
                 Ok(t) => values.push(Val::Template(t)),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(err(e)),
             }
         }
         done(errors)?;

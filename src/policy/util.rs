@@ -94,3 +94,10 @@ pub(crate) fn headers_mut(x: &mut Exchange) -> Option<&mut http::HeaderMap> {
         Some(&mut x.request.headers)
     }
 }
+
+/// An error at item `i` of the list under `key` below the policy's value.
+pub(crate) fn item_error(cx: &BuildCx<'_>, key: &str, i: usize, msg: impl Into<String>) -> ConfigError {
+    let mut p = cx.at(&[key]);
+    p.push(crate::config::PathSeg::Index(i));
+    cx.doc.error(&p, msg)
+}
