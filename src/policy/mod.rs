@@ -25,9 +25,11 @@ pub mod check_header;
 pub mod forward_request;
 pub mod ip_filter;
 pub mod retry;
+pub mod rewrite_uri;
 pub mod set_backend_service;
 pub mod set_header;
 pub mod set_method;
+pub mod set_query_parameter;
 pub mod set_status;
 pub mod set_variable;
 

@@ -101,3 +101,24 @@ pub(crate) fn item_error(cx: &BuildCx<'_>, key: &str, i: usize, msg: impl Into<S
     p.push(crate::config::PathSeg::Index(i));
     cx.doc.error(&p, msg)
 }
+
+/// Bytes that stay as they are in a URL component we write: RFC 3986 unreserved characters.
+pub(crate) const COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` percent-encoded for a path segment or a query name/value.
+pub(crate) fn encode(s: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).into()
+}
+
+/// Replaces the query of `uri` (`None` or empty: no query).
+pub(crate) fn with_query(uri: &http::Uri, query: Option<&str>) -> Option<http::Uri> {
+    let path = uri.path();
+    let pq = match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).ok()?);
+    http::Uri::from_parts(parts).ok()
+}
