@@ -22,11 +22,13 @@ mod context;
 mod util;
 
 pub mod check_header;
+pub mod find_and_replace;
 pub mod forward_request;
 pub mod ip_filter;
 pub mod retry;
 pub mod rewrite_uri;
 pub mod set_backend_service;
+pub mod set_body;
 pub mod set_header;
 pub mod set_method;
 pub mod set_query_parameter;

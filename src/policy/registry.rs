@@ -19,6 +19,8 @@ const POLICIES: &[(&str, Builder)] = &[
     ("set-variable", |cx| super::set_variable::SetVariable::build(cx).map(arc)),
     ("set-query-parameter", |cx| super::set_query_parameter::SetQueryParameter::build(cx).map(arc)),
     ("rewrite-uri", |cx| super::rewrite_uri::RewriteUri::build(cx).map(arc)),
+    ("set-body", |cx| super::set_body::SetBody::build(cx).map(arc)),
+    ("find-and-replace", |cx| super::find_and_replace::FindAndReplace::build(cx).map(arc)),
     ("set-method", |cx| super::set_method::SetMethod::build(cx).map(arc)),
     ("set-status", |cx| super::set_status::SetStatus::build(cx).map(arc)),
     ("set-backend-service", |cx| super::set_backend_service::SetBackendService::build(cx).map(arc)),

@@ -122,3 +122,10 @@ pub(crate) fn with_query(uri: &http::Uri, query: Option<&str>) -> Option<http::U
     parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).ok()?);
     http::Uri::from_parts(parts).ok()
 }
+
+/// An error at item `i` of the list at `sub` below the policy's value.
+pub(crate) fn item_error_at(cx: &BuildCx<'_>, sub: &[&str], i: usize, msg: impl Into<String>) -> ConfigError {
+    let mut p = cx.at(sub);
+    p.push(crate::config::PathSeg::Index(i));
+    cx.doc.error(&p, msg)
+}
