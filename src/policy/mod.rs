@@ -25,6 +25,7 @@ pub mod check_header;
 pub mod find_and_replace;
 pub mod forward_request;
 pub mod ip_filter;
+pub mod mock_response;
 pub mod retry;
 pub mod rewrite_uri;
 pub mod set_backend_service;

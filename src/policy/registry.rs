@@ -21,6 +21,7 @@ const POLICIES: &[(&str, Builder)] = &[
     ("rewrite-uri", |cx| super::rewrite_uri::RewriteUri::build(cx).map(arc)),
     ("set-body", |cx| super::set_body::SetBody::build(cx).map(arc)),
     ("find-and-replace", |cx| super::find_and_replace::FindAndReplace::build(cx).map(arc)),
+    ("mock-response", |cx| super::mock_response::MockResponse::build(cx).map(arc)),
     ("set-method", |cx| super::set_method::SetMethod::build(cx).map(arc)),
     ("set-status", |cx| super::set_status::SetStatus::build(cx).map(arc)),
     ("set-backend-service", |cx| super::set_backend_service::SetBackendService::build(cx).map(arc)),
