@@ -44,9 +44,8 @@ impl CheckHeader {
         let name = HeaderName::from_bytes(cfg.name.as_bytes())
             .map_err(|_| errors.push(cx.error(&["name"], format!("`{}` is not a valid header name", cfg.name))))
             .ok();
-        let status = util::status(cx, &["failed_check_httpcode"], cfg.failed_check_httpcode)
-            .map_err(|e| errors.push(e))
-            .ok();
+        let status =
+            util::status(cx, &["failed_check_httpcode"], cfg.failed_check_httpcode).map_err(|e| errors.push(e)).ok();
         if !(400..600).contains(&cfg.failed_check_httpcode) {
             errors.push(cx.error(&["failed_check_httpcode"], "a failed check answers with an error status (400–599)"));
         }

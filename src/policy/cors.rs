@@ -275,9 +275,11 @@ mod tests {
         assert_eq!(h["access-control-allow-credentials"], "true");
         assert_eq!(h["access-control-max-age"], "600");
         assert_eq!(h["vary"], "Origin");
-        for (origin, method, headers) in
-            [("https://evil.test", "PUT", None), ("https://app.test", "DELETE", None), ("https://app.test", "GET", Some("x-other"))]
-        {
+        for (origin, method, headers) in [
+            ("https://evil.test", "PUT", None),
+            ("https://app.test", "DELETE", None),
+            ("https://app.test", "GET", Some("x-other")),
+        ] {
             let r = preflight(&p, origin, method, headers);
             assert_eq!(r.status(), 200, "{origin} {method} {headers:?}");
             assert!(r.headers().get("access-control-allow-origin").is_none());

@@ -31,7 +31,9 @@ impl ForwardRequest {
         let cfg: ForwardRequestConfig = cx.config()?;
         util::only_in(cx, "forward-request", &[Stage::Backend]).map_err(|e| vec![e])?;
         let (timeout, key) = match (cfg.timeout, cfg.timeout_ms) {
-            (Some(_), Some(_)) => return Err(vec![cx.error(&["timeout_ms"], "give `timeout` or `timeout_ms`, not both")]),
+            (Some(_), Some(_)) => {
+                return Err(vec![cx.error(&["timeout_ms"], "give `timeout` or `timeout_ms`, not both")])
+            }
             (Some(s), None) => (Some(Duration::from_secs(s)), "timeout"),
             (None, Some(ms)) => (Some(Duration::from_millis(ms)), "timeout_ms"),
             (None, None) => (None, "timeout"),

@@ -170,7 +170,10 @@ mod tests {
         match run_ready(f, &mut x) {
             Outcome::Continue => true,
             Outcome::Reject(p) => {
-                assert_eq!((p.status.as_u16(), p.layer, p.policy), (403, crate::respond::Layer::Edge, Some("ip-filter")));
+                assert_eq!(
+                    (p.status.as_u16(), p.layer, p.policy),
+                    (403, crate::respond::Layer::Edge, Some("ip-filter"))
+                );
                 assert_eq!(p.scope.as_deref(), Some("api:orders"));
                 false
             }

@@ -230,7 +230,8 @@ apis:
         });
         match run_ready(p, &mut x) {
             Outcome::Respond(r) => {
-                let ct = r.headers().get(CONTENT_TYPE).map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
+                let ct =
+                    r.headers().get(CONTENT_TYPE).map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
                 let status = r.status().as_u16();
                 let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
                 let body = rt.block_on(http_body_util::BodyExt::collect(r.into_body())).expect("body").to_bytes();
@@ -252,7 +253,8 @@ apis:
 
     #[test]
     fn on_an_api_each_operation_answers_from_its_own_examples() {
-        let path = vec![key("apis"), key("orders"), key("policies"), key("inbound"), PathSeg::Index(0), key("mock-response")];
+        let path =
+            vec![key("apis"), key("orders"), key("policies"), key("inbound"), PathSeg::Index(0), key("mock-response")];
         let p = build_in(DOC, &path, Stage::Inbound, MockResponse::build).expect("builds");
         assert_eq!(answer(&p, Some("get-order")), (200, "text/plain".into(), "order 7".into()));
         assert_eq!(answer(&p, Some("other")), (200, "text/plain".into(), String::new()));

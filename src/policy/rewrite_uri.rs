@@ -63,7 +63,9 @@ impl RewriteUri {
         let cfg: RewriteUriConfig = cx.config()?;
         util::only_in(cx, "rewrite-uri", &[Stage::Inbound]).map_err(|e| vec![e])?;
         if !cfg.template.starts_with('/') {
-            return Err(vec![cx.error(&["template"], "the template is a path below the backend's URL: start it with /")]);
+            return Err(vec![
+                cx.error(&["template"], "the template is a path below the backend's URL: start it with /")
+            ]);
         }
         if cfg.template.contains('#') {
             return Err(vec![cx.error(&["template"], "a fragment (#…) is never sent to a server")]);
@@ -163,7 +165,8 @@ mod tests {
     fn config_errors() {
         let e = build_with("{ template: 'v2/{nope}' }", Stage::Inbound, RewriteUri::build).err().expect("e").join("\n");
         assert!(e.contains("start it with /"), "{e}");
-        let e = build_with("{ template: '/v2/{nope}' }", Stage::Inbound, RewriteUri::build).err().expect("e").join("\n");
+        let e =
+            build_with("{ template: '/v2/{nope}' }", Stage::Inbound, RewriteUri::build).err().expect("e").join("\n");
         assert!(e.contains("p.template: unknown name `nope`"), "{e}");
     }
 }

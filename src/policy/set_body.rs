@@ -73,7 +73,9 @@ impl SetBody {
         let cfg: SetBodyConfig = cx.config()?;
         let mut errors = Vec::new();
         let content_type = cfg.content_type.as_deref().and_then(|c| {
-            HeaderValue::from_str(c).map_err(|_| errors.push(cx.error(&["content_type"], "not a valid header value"))).ok()
+            HeaderValue::from_str(c)
+                .map_err(|_| errors.push(cx.error(&["content_type"], "not a valid header value")))
+                .ok()
         });
         let mode = match (cfg.value, cfg.json) {
             (Some(v), None) => cx.template(&v, &["value"]).map(Mode::Value).map_err(|e| errors.push(e)).ok(),
@@ -101,7 +103,12 @@ impl SetBody {
                 for (i, path) in j.remove.iter().enumerate() {
                     match segments(path) {
                         Some(s) => remove.push(s),
-                        None => errors.push(util::item_error_at(cx, &["json", "remove"], i, "name a field: `/a/b` or `a.b`")),
+                        None => errors.push(util::item_error_at(
+                            cx,
+                            &["json", "remove"],
+                            i,
+                            "name a field: `/a/b` or `a.b`",
+                        )),
                     }
                 }
                 if set.is_empty() && remove.is_empty() && errors.is_empty() {
@@ -231,7 +238,8 @@ impl Policy for SetBody {
                         } else {
                             (StatusCode::BAD_REQUEST, "the request")
                         };
-                        let p = Problem::new(status, "body-not-json", Layer::Policy, format!("{whose} body is not JSON"));
+                        let p =
+                            Problem::new(status, "body-not-json", Layer::Policy, format!("{whose} body is not JSON"));
                         return Outcome::Reject(Box::new(p));
                     }
                 }
@@ -262,7 +270,8 @@ mod tests {
         let mut x = exchange("/o?u=bob");
         x.stage = stage;
         if stage.has_response() {
-            x.response = Some(http::Response::new(crate::body::ResponseBody::full(Bytes::from_static(body.as_bytes()))));
+            x.response =
+                Some(http::Response::new(crate::body::ResponseBody::full(Bytes::from_static(body.as_bytes()))));
         } else {
             x.body = crate::body::UpstreamBody::full(Bytes::from_static(body.as_bytes()));
         }
@@ -283,7 +292,10 @@ mod tests {
                     remove: ['/secret', 'list.0'] } }";
         let (o, mut x) = run_on(yaml, Stage::Inbound, r#"{"secret":1,"keep":true,"list":[1,2]}"#);
         assert!(matches!(o, Outcome::Continue));
-        assert_eq!(body(&mut x), json!({ "keep": true, "user": { "id": "bob" }, "meta": { "n": 3 }, "list": ["x", "y"] }));
+        assert_eq!(
+            body(&mut x),
+            json!({ "keep": true, "user": { "id": "bob" }, "meta": { "n": 3 }, "list": ["x", "y"] })
+        );
         let len: usize = x.request.headers["content-length"].to_str().expect("ascii").parse().expect("n");
         assert_eq!(len, serde_json::to_vec(&body(&mut x)).expect("json").len());
     }

@@ -196,8 +196,8 @@ impl Policy for SetHeader {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::context::testing::*;
     use super::*;
+    use crate::policy::context::testing::*;
 
     fn build(yaml: &str) -> Result<SetHeader, Vec<String>> {
         build_with(yaml, super::super::Stage::Inbound, SetHeader::build)

@@ -147,7 +147,10 @@ mod tests {
 
     #[test]
     fn values_are_encoded_templates() {
-        assert_eq!(apply("{ name: 'who am', value: '{request.header.x-none ?? \"a&b=c d\"}' }", "/o"), "/o?who%20am=a%26b%3Dc%20d");
+        assert_eq!(
+            apply("{ name: 'who am', value: '{request.header.x-none ?? \"a&b=c d\"}' }", "/o"),
+            "/o?who%20am=a%26b%3Dc%20d"
+        );
         assert_eq!(apply("{ name: id, values: ['{request.method}', x] }", "/o"), "/o?id=GET&id=x");
     }
 

@@ -26,8 +26,8 @@ impl SetVariable {
     pub fn build(cx: &BuildCx<'_>) -> Result<Self, Vec<ConfigError>> {
         let cfg: SetVariableConfig = cx.config()?;
         let mut errors = Vec::new();
-        let ok_name = !cfg.name.is_empty()
-            && cfg.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok_name =
+            !cfg.name.is_empty() && cfg.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok_name {
             errors.push(cx.error(&["name"], "a variable name is letters, digits, `_` and `-`"));
         }
@@ -59,8 +59,9 @@ mod tests {
     #[test]
     fn sets_and_overwrites_a_variable() {
         let mut x = exchange("/orders/1?t=gold");
-        let p = build_with("{ name: tier, value: '{request.query.t ?? \"free\"}' }", Stage::Inbound, SetVariable::build)
-            .expect("ok");
+        let p =
+            build_with("{ name: tier, value: '{request.query.t ?? \"free\"}' }", Stage::Inbound, SetVariable::build)
+                .expect("ok");
         assert!(matches!(run_ready(&p, &mut x), Outcome::Continue));
         assert_eq!(x.var("tier"), Some("gold"));
         let p = build_with("{ name: tier, value: 'x-{var.tier}' }", Stage::Inbound, SetVariable::build).expect("ok");
