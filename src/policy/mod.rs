@@ -22,6 +22,7 @@ mod context;
 mod util;
 
 pub mod check_header;
+pub mod choose;
 pub mod cors;
 pub mod find_and_replace;
 pub mod forward_request;

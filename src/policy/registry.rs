@@ -28,6 +28,7 @@ const POLICIES: &[(&str, Builder)] = &[
     ("forward-request", |cx| super::forward_request::ForwardRequest::build(cx).map(arc)),
     ("retry", |cx| super::retry::Retry::build(cx).map(arc)),
     ("check-header", |cx| super::check_header::CheckHeader::build(cx).map(arc)),
+    ("choose", |cx| super::choose::Choose::build(cx).map(arc)),
     ("cors", |cx| super::cors::Cors::build(cx).map(arc)),
     ("ip-filter", |cx| super::ip_filter::IpFilter::build(cx).map(arc)),
 ];
