@@ -150,8 +150,7 @@ mod tests {
             Stage::Inbound,
             CheckHeader::build,
         )
-        .err()
-        .expect("err");
+        .expect_err("err");
         assert!(e.join("\n").contains("p.failed_check_httpcode: a failed check answers with an error status"));
     }
 }

@@ -217,8 +217,7 @@ mod tests {
             Stage::Inbound,
             Choose::build,
         )
-        .err()
-        .expect("e")
+        .expect_err("e")
         .join("\n");
         assert!(e.contains("p.when[0].condition: unknown name `request.nope`"), "{e}");
         assert!(e.contains("p.when[0].policies[0].set-header.name:"), "{e}");

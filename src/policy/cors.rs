@@ -306,13 +306,11 @@ mod tests {
     #[test]
     fn config_errors() {
         let e = build_with("{ allowed_origins: ['*'], allow_credentials: true }", Stage::Inbound, Cors::build)
-            .err()
-            .expect("e")
+            .expect_err("e")
             .join("\n");
         assert!(e.contains("p.allow_credentials:"), "{e}");
         let e = build_with("{ allowed_origins: ['app.test', 'https://a.test/path'] }", Stage::Inbound, Cors::build)
-            .err()
-            .expect("e")
+            .expect_err("e")
             .join("\n");
         assert!(e.contains("p.allowed_origins[0]:") && e.contains("p.allowed_origins[1]:"), "{e}");
     }

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn nothing_to_find_is_an_error() {
-        let e = build_with("{ from: '', to: x }", Stage::Inbound, FindAndReplace::build).err().expect("e");
+        let e = build_with("{ from: '', to: x }", Stage::Inbound, FindAndReplace::build).expect_err("e");
         assert!(e.join("\n").contains("p.from:"));
     }
 }

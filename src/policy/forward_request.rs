@@ -71,9 +71,9 @@ mod tests {
         let p = build_with("{ timeout_ms: 1500 }", Stage::Backend, ForwardRequest::build).expect("ok");
         assert!(matches!(run_ready(&p, &mut x), Outcome::Continue));
         assert_eq!(x.backend.timeout, Some(Duration::from_millis(1500)));
-        let e = build_with("{ timeout: 5 }", Stage::Inbound, ForwardRequest::build).err().expect("e").join("\n");
+        let e = build_with("{ timeout: 5 }", Stage::Inbound, ForwardRequest::build).expect_err("e").join("\n");
         assert!(e.contains("belongs in backend"), "{e}");
-        let e = build_with("{ timeout: 0 }", Stage::Backend, ForwardRequest::build).err().expect("e").join("\n");
+        let e = build_with("{ timeout: 0 }", Stage::Backend, ForwardRequest::build).expect_err("e").join("\n");
         assert!(e.contains("p.timeout: the timeout must be above zero"), "{e}");
     }
 }

@@ -216,8 +216,7 @@ mod tests {
             Stage::Inbound,
             IpFilter::build,
         )
-        .err()
-        .expect("err")
+        .expect_err("err")
         .join("\n");
         assert!(e.contains("p.addresses[0]: `10.0.0.0/33` is not an IP address or CIDR range"), "{e}");
         assert!(e.contains("p.addresses[1]:"), "{e}");

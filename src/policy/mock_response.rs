@@ -247,7 +247,7 @@ apis:
         let (status, ct, body) = answer(&p, Some("get-order"));
         assert_eq!((status, ct.as_str()), (404, "application/json"));
         assert_eq!(serde_json::from_str::<Json>(&body).expect("json"), serde_json::json!({ "error": "none" }));
-        let e = build_in(DOC, &at_op(1), Stage::Inbound, MockResponse::build).err().expect("no 500 example");
+        let e = build_in(DOC, &at_op(1), Stage::Inbound, MockResponse::build).expect_err("no 500 example");
         assert!(e.join("\n").contains("have none for status 500"), "{e:?}");
     }
 

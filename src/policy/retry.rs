@@ -85,8 +85,7 @@ mod tests {
         assert!(matches!(run_ready(&p, &mut x), Outcome::Continue));
         let plan = x.backend.retry.expect("plan");
         assert_eq!((plan.count, plan.interval, plan.statuses), (2, Duration::from_millis(500), vec![503]));
-        let e =
-            build_with("{ count: 0, interval: -1, statuses: [99] }", Stage::Backend, Retry::build).err().expect("e");
+        let e = build_with("{ count: 0, interval: -1, statuses: [99] }", Stage::Backend, Retry::build).expect_err("e");
         let e = e.join("\n");
         assert!(e.contains("p.count:") && e.contains("p.interval:") && e.contains("p.statuses[0]:"), "{e}");
     }

@@ -95,7 +95,7 @@ impl RewriteUri {
         }
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let key = decode(pair.split_once('=').map_or(pair, |(k, _)| k));
-            if set.iter().any(|s| *s == key) {
+            if set.contains(&key) {
                 continue;
             }
             if sep != '\0' {
@@ -163,10 +163,9 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let e = build_with("{ template: 'v2/{nope}' }", Stage::Inbound, RewriteUri::build).err().expect("e").join("\n");
+        let e = build_with("{ template: 'v2/{nope}' }", Stage::Inbound, RewriteUri::build).expect_err("e").join("\n");
         assert!(e.contains("start it with /"), "{e}");
-        let e =
-            build_with("{ template: '/v2/{nope}' }", Stage::Inbound, RewriteUri::build).err().expect("e").join("\n");
+        let e = build_with("{ template: '/v2/{nope}' }", Stage::Inbound, RewriteUri::build).expect_err("e").join("\n");
         assert!(e.contains("p.template: unknown name `nope`"), "{e}");
     }
 }

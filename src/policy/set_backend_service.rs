@@ -62,7 +62,7 @@ mod tests {
         let mut x = exchange("/orders/1");
         assert!(matches!(run_ready(&p, &mut x), Outcome::Continue));
         assert_eq!(x.backend.service.as_deref(), Some("v2"));
-        let e = build_in(DOC, &[PathSeg::Key("q".into())], Stage::Inbound, SetBackendService::build).err().expect("e");
+        let e = build_in(DOC, &[PathSeg::Key("q".into())], Stage::Inbound, SetBackendService::build).expect_err("e");
         assert!(e.join("\n").contains("t.yaml:5:"), "{e:?}");
         assert!(e.join("\n").contains("`v3` is not a backend in `backends` (known: v1, v2)"), "{e:?}");
     }

@@ -319,9 +319,9 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let e = build_with("{ value: x, json: { remove: [a] } }", Stage::Inbound, SetBody::build).err().expect("e");
+        let e = build_with("{ value: x, json: { remove: [a] } }", Stage::Inbound, SetBody::build).expect_err("e");
         assert!(e.join("\n").contains("either `value`"));
-        let e = build_with("{ json: { set: { '/a': '{bad}' } } }", Stage::Inbound, SetBody::build).err().expect("e");
+        let e = build_with("{ json: { set: { '/a': '{bad}' } } }", Stage::Inbound, SetBody::build).expect_err("e");
         assert!(e.join("\n").contains("unknown name `bad`"), "{e:?}");
     }
 }

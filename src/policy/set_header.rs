@@ -125,16 +125,16 @@ impl SetHeader {
     }
 
     /// The values for this request: one field, or one per value for fields that are not joined.
-    fn render(&self, x: &Exchange) -> Result<Vec<HeaderValue>, Problem> {
+    fn render(&self, x: &Exchange) -> Result<Vec<HeaderValue>, Box<Problem>> {
         let one = |v: &Val| match v {
             Val::Fixed(v) => Ok(v.clone()),
             Val::Template(t) => HeaderValue::from_bytes(t.render(x).as_bytes()).map_err(|_| {
-                Problem::new(
+                Box::new(Problem::new(
                     StatusCode::BAD_REQUEST,
                     "invalid-header-value",
                     Layer::Policy,
                     format!("the value computed for `{}` is not a valid header value", self.name),
-                )
+                ))
             }),
         };
         if self.values.len() == 1 || self.separate {
@@ -148,7 +148,12 @@ impl SetHeader {
             joined.extend_from_slice(one(v)?.as_bytes());
         }
         let v = HeaderValue::from_bytes(&joined).map_err(|_| {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-header-value", Layer::Policy, "invalid header value")
+            Box::new(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-header-value",
+                Layer::Policy,
+                "invalid header value",
+            ))
         })?;
         Ok(vec![v])
     }
@@ -181,7 +186,7 @@ impl Policy for SetHeader {
         }
         let values = match self.render(x) {
             Ok(v) => v,
-            Err(p) => return Step::Ready(Outcome::Reject(Box::new(p))),
+            Err(p) => return Step::Ready(Outcome::Reject(p)),
         };
         let Some(h) = util::headers_mut(x) else { return Step::Ready(Outcome::Continue) };
         if self.action != ExistsAction::Append {

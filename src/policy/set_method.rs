@@ -44,9 +44,9 @@ mod tests {
         let p = build_with("post", Stage::Inbound, SetMethod::build).expect("ok");
         assert!(matches!(run_ready(&p, &mut x), Outcome::Continue));
         assert_eq!(x.request.method, Method::POST);
-        let e = build_with("POST", Stage::Outbound, SetMethod::build).err().expect("err").join("\n");
+        let e = build_with("POST", Stage::Outbound, SetMethod::build).expect_err("err").join("\n");
         assert!(e.contains("cannot run in `outbound`"), "{e}");
-        let e = build_with("'PO ST'", Stage::Inbound, SetMethod::build).err().expect("err").join("\n");
+        let e = build_with("'PO ST'", Stage::Inbound, SetMethod::build).expect_err("err").join("\n");
         assert!(e.contains("not an HTTP method"), "{e}");
     }
 }

@@ -88,11 +88,11 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let e = build_with("{ code: 99 }", Stage::Outbound, SetStatus::build).err().expect("err").join("\n");
+        let e = build_with("{ code: 99 }", Stage::Outbound, SetStatus::build).expect_err("err").join("\n");
         assert!(e.contains("p.code: 99 is not an HTTP status code"), "{e}");
-        let e = build_with("{ code: 200 }", Stage::Inbound, SetStatus::build).err().expect("err").join("\n");
+        let e = build_with("{ code: 200 }", Stage::Inbound, SetStatus::build).expect_err("err").join("\n");
         assert!(e.contains("cannot run in `inbound`"), "{e}");
-        let e = build_with("{ code: 200, reason: \"a\\nb\" }", Stage::Outbound, SetStatus::build).err().expect("e");
+        let e = build_with("{ code: 200, reason: \"a\\nb\" }", Stage::Outbound, SetStatus::build).expect_err("e");
         assert!(e.join("\n").contains("reason phrase"));
     }
 }

@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn bad_names_and_templates_are_config_errors() {
-        let e = build_with("{ name: 'a b', value: '{nope}' }", Stage::Inbound, SetVariable::build).err().expect("err");
+        let e = build_with("{ name: 'a b', value: '{nope}' }", Stage::Inbound, SetVariable::build).expect_err("err");
         let all = e.join("\n");
         assert!(all.contains("p.name: a variable name"), "{all}");
         assert!(all.contains("p.value: unknown name `nope`"), "{all}");
