@@ -419,18 +419,26 @@ fn flatten<'v>(a: &Arg<'v>) -> Scalar<'v> {
     }
 }
 
+/// Both sides as integers, when both are. A literal known not to be one spares parsing the other.
+fn ints(a: &Scalar<'_>, b: &Scalar<'_>) -> Option<(i64, i64)> {
+    if a.int == Some(None) || b.int == Some(None) {
+        return None;
+    }
+    Some((a.int()?, b.int()?))
+}
+
 /// Integers compare as numbers, everything else as strings.
 fn equal(a: &Scalar<'_>, b: &Scalar<'_>) -> bool {
-    match (a.int(), b.int()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a.text == b.text,
+    match ints(a, b) {
+        Some((x, y)) => x == y,
+        None => a.text == b.text,
     }
 }
 
 fn order(a: &Scalar<'_>, b: &Scalar<'_>) -> Ordering {
-    match (a.int(), b.int()) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        _ => a.text.as_bytes().cmp(b.text.as_bytes()),
+    match ints(a, b) {
+        Some((x, y)) => x.cmp(&y),
+        None => a.text.as_bytes().cmp(b.text.as_bytes()),
     }
 }
 

@@ -367,6 +367,17 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// `text` as template source that renders exactly `text`: braces doubled. For text spliced into a
+/// template's source before it is parsed (a resolved `{{secret:NAME}}`), so that it stays literal
+/// and can never be read as placeholders, nor quoted in a parse error.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if text.contains(['{', '}']) {
+        Cow::Owned(text.replace('{', "{{").replace('}', "}}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// The value of claim `name` in a validated JWT payload, for [`Context`] implementations.
 ///
 /// A top-level claim of that exact name wins (claim names may contain dots); otherwise a dotted
