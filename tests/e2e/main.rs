@@ -9,4 +9,5 @@ mod h2abuse;
 mod limits;
 mod pipeline;
 mod tls;
+mod transforms;
 mod upstream;
