@@ -184,6 +184,27 @@ impl Policy for SetHeader {
         if exists && self.action == ExistsAction::Skip {
             return Step::Ready(Outcome::Continue);
         }
+        if let [only] = self.values.as_slice() {
+            // The common case: one value, no list to build.
+            let v = match only {
+                Val::Fixed(v) => v.clone(),
+                Val::Template(_) => match self.render(x) {
+                    Ok(mut v) => match v.pop() {
+                        Some(v) => v,
+                        None => return Step::Ready(Outcome::Continue),
+                    },
+                    Err(p) => return Step::Ready(Outcome::Reject(p)),
+                },
+            };
+            if let Some(h) = util::headers_mut(x) {
+                if self.action == ExistsAction::Append {
+                    h.append(self.name.clone(), v);
+                } else {
+                    h.insert(self.name.clone(), v);
+                }
+            }
+            return Step::Ready(Outcome::Continue);
+        }
         let values = match self.render(x) {
             Ok(v) => v,
             Err(p) => return Step::Ready(Outcome::Reject(p)),
