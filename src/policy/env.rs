@@ -6,7 +6,10 @@
 
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
-pub struct PolicyEnv {}
+pub struct PolicyEnv {
+    /// Service-identity tokens (`authentication-managed-identity`), keyed by endpoint + client + scope.
+    pub service_tokens: crate::identity::service::Tokens,
+}
 
 impl PolicyEnv {
     pub fn new() -> Self {

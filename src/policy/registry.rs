@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{return_response, BuildCx, Policy};
+use super::{
+    authentication_basic, authentication_certificate, authentication_managed_identity, return_response, BuildCx, Policy,
+};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -31,6 +33,11 @@ const POLICIES: &[(&str, Builder)] = &[
     ("choose", |cx| super::choose::Choose::build(cx).map(arc)),
     ("cors", |cx| super::cors::Cors::build(cx).map(arc)),
     ("ip-filter", |cx| super::ip_filter::IpFilter::build(cx).map(arc)),
+    ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
+    ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
+    ("authentication-managed-identity", |cx| {
+        authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
+    }),
 ];
 
 /// Every policy kind this build knows, for the "unknown policy" message.

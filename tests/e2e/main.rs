@@ -8,6 +8,8 @@ mod framing;
 mod h2abuse;
 mod limits;
 mod pipeline;
+mod secrets;
+mod service_identity;
 mod tls;
 mod transforms;
 mod upstream;
