@@ -405,6 +405,10 @@ pub struct OperationConfig {
     pub template: String,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Example responses by status and content type (`"200": { application/json: {…} }`), for
+    /// `mock-response`, which reads them from the document itself.
+    #[serde(default)]
+    pub examples: Option<serde_json::Value>,
 }
 
 /// Policy sections of one scope (APIM `<inbound>`, `<backend>`, `<outbound>`, `<on-error>`).

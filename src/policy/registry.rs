@@ -18,6 +18,22 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 /// Every policy kind and its builder.
 const POLICIES: &[(&str, Builder)] = &[
     ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("set-header", |cx| super::set_header::SetHeader::build(cx).map(arc)),
+    ("set-variable", |cx| super::set_variable::SetVariable::build(cx).map(arc)),
+    ("set-query-parameter", |cx| super::set_query_parameter::SetQueryParameter::build(cx).map(arc)),
+    ("rewrite-uri", |cx| super::rewrite_uri::RewriteUri::build(cx).map(arc)),
+    ("set-body", |cx| super::set_body::SetBody::build(cx).map(arc)),
+    ("find-and-replace", |cx| super::find_and_replace::FindAndReplace::build(cx).map(arc)),
+    ("mock-response", |cx| super::mock_response::MockResponse::build(cx).map(arc)),
+    ("set-method", |cx| super::set_method::SetMethod::build(cx).map(arc)),
+    ("set-status", |cx| super::set_status::SetStatus::build(cx).map(arc)),
+    ("set-backend-service", |cx| super::set_backend_service::SetBackendService::build(cx).map(arc)),
+    ("forward-request", |cx| super::forward_request::ForwardRequest::build(cx).map(arc)),
+    ("retry", |cx| super::retry::Retry::build(cx).map(arc)),
+    ("check-header", |cx| super::check_header::CheckHeader::build(cx).map(arc)),
+    ("choose", |cx| super::choose::Choose::build(cx).map(arc)),
+    ("cors", |cx| super::cors::Cors::build(cx).map(arc)),
+    ("ip-filter", |cx| super::ip_filter::IpFilter::build(cx).map(arc)),
     ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
     ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
     ("authentication-managed-identity", |cx| {

@@ -12,4 +12,5 @@ mod pipeline;
 mod secrets;
 mod service_identity;
 mod tls;
+mod transforms;
 mod upstream;
