@@ -17,14 +17,20 @@ use super::{Check, Decision, Limits, QuotaSpec, RateSpec, Redis, Ticket, Verdict
 
 /// How often byte counts for bandwidth quotas are pushed to Redis.
 pub(crate) const BYTES_EVERY: Duration = Duration::from_secs(1);
+/// How long a refusal from Redis is reused before asking again: long enough that a client
+/// hammering an exhausted limit costs about one round trip per second per node, short enough
+/// that refunds and new periods are seen soon.
+const DENIAL_MEMORY: u64 = 1_000;
 
 pub(crate) struct LeaseSlot {
     tokens: u64,
     /// Monotonic ms: the lease (and the window it belongs to) ends here.
     valid_until: u64,
     generation: u64,
-    /// Monotonic ms: refused without asking Redis until then.
+    /// Monotonic ms: refused without asking Redis until then (at most [`DENIAL_MEMORY`]).
     denied_until: u64,
+    /// Monotonic ms: when the last refusal said a retry can succeed.
+    retry_at: u64,
     /// Redis' count of calls left after the last grant.
     remaining: u64,
     window: u64,
@@ -38,6 +44,7 @@ impl LeaseSlot {
             valid_until: 0,
             generation: 0,
             denied_until: 0,
+            retry_at: 0,
             remaining: 0,
             window: 0,
             refill: Arc::new(tokio::sync::Mutex::new(())),
@@ -68,7 +75,7 @@ pub(crate) fn try_take(l: &Limits, key: &str, limit: u64, n: u64, quota: bool) -
             limit,
             remaining: 0,
             reset_ms: s.valid_until.saturating_sub(now),
-            retry_after_ms: s.denied_until - now,
+            retry_after_ms: s.retry_at.saturating_sub(now).max(1),
             ticket: Ticket { generation: s.generation, window: s.window },
         }),
         Some(s) if now < s.valid_until && s.tokens >= n => {
@@ -113,7 +120,8 @@ pub(crate) async fn take_rate(l: &Limits, redis: &Redis, key: &str, spec: RateSp
     let Ok(v) = reply else {
         return Decision::unavailable(spec.limit, redis.config.on_redis_failure);
     };
-    let [grant, left, to_end, idx, prev, cur, elapsed] = std::array::from_fn(|i| v.get(i).map_or(0, |&x| x.max(0) as u64));
+    let [grant, left, to_end, idx, prev, cur, elapsed] =
+        std::array::from_fn(|i| v.get(i).map_or(0, |&x| x.max(0) as u64));
     l.inner.leases.with(key, sent, LeaseSlot::new, |s| {
         let carried = if sent < s.valid_until && s.window == idx { s.tokens } else { 0 };
         s.generation += 1;
@@ -136,7 +144,8 @@ pub(crate) async fn take_rate(l: &Limits, redis: &Redis, key: &str, spec: RateSp
         } else {
             s.tokens = have;
             let retry = retry_ms(prev, cur, elapsed, period, spec.limit, n);
-            s.denied_until = sent + retry;
+            s.retry_at = sent + retry;
+            s.denied_until = sent + retry.min(DENIAL_MEMORY);
             Decision {
                 verdict: Verdict::Limited,
                 limit: spec.limit,
@@ -225,12 +234,19 @@ pub(crate) async fn take_quota(l: &Limits, redis: &Redis, key: &str, spec: &Quot
         if grant >= n {
             s.tokens = grant - n;
             s.denied_until = 0;
-            Decision { verdict: Verdict::Allowed, limit, remaining: s.tokens + s.remaining, reset_ms, retry_after_ms: 0, ticket }
+            Decision {
+                verdict: Verdict::Allowed,
+                limit,
+                remaining: s.tokens + s.remaining,
+                reset_ms,
+                retry_after_ms: 0,
+                ticket,
+            }
         } else {
             s.tokens = grant;
-            // Nothing frees a quota before its period ends, but bytes and refunds are pushed
-            // in the background: look again after a second.
-            s.denied_until = sent + to_end.min(1_000);
+            // Nothing frees a quota before its period ends, except a change of config.
+            s.retry_at = sent.saturating_add(to_end);
+            s.denied_until = sent + to_end.min(DENIAL_MEMORY);
             let retry_after_ms = if end.is_some() { to_end } else { 0 };
             Decision { verdict: Verdict::Limited, limit, remaining: 0, reset_ms, retry_after_ms, ticket }
         }

@@ -158,14 +158,8 @@ impl Window {
 
 /// See [`Window::retry_ms`]; shared with the Redis script's caller.
 pub fn retry_ms(prev: u64, cur: u64, elapsed: u64, period: u64, limit: u64, n: u64) -> u64 {
-    let (p, c, e, big_p, l, n) = (
-        u128::from(prev),
-        u128::from(cur),
-        u128::from(elapsed),
-        u128::from(period),
-        u128::from(limit),
-        u128::from(n),
-    );
+    let (p, c, e, big_p, l, n) =
+        (u128::from(prev), u128::from(cur), u128::from(elapsed), u128::from(period), u128::from(limit), u128::from(n));
     if n > l {
         // Never fits; the config rejects this, so any answer is fine.
         return period;
@@ -184,7 +178,7 @@ pub fn retry_ms(prev: u64, cur: u64, elapsed: u64, period: u64, limit: u64, n: u
     }
     // Next window: this window's `cur` becomes `prev`: c·(P−e'') ≤ (l−n)·P.
     let room = (l - n) * big_p;
-    let at = if c == 0 { 0 } else { big_p.saturating_sub(room / c) };
+    let at = room.checked_div(c).map_or(0, |q| big_p.saturating_sub(q));
     u64::try_from((big_p - e) + at).unwrap_or(u64::MAX).max(1)
 }
 

@@ -11,6 +11,7 @@
 //! that answers without allocating a future when it can, and an async completion for when it
 //! cannot (a lease to refill, a persisted quota to load).
 
+pub mod answer;
 pub mod cluster;
 mod concurrency;
 mod lease;

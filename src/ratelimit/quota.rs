@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn calls_and_bandwidth_both_limit() {
-        let spec = QuotaSpec { calls: Some(3), bytes: Some(1_000), period: Period { first_start_ms: 0, length_ms: DAY } };
+        let spec =
+            QuotaSpec { calls: Some(3), bytes: Some(1_000), period: Period { first_start_ms: 0, length_ms: DAY } };
         let mut q = QuotaSlot::new(true);
         assert_eq!(q.take(10, &spec, 1), QuotaTake { granted: true, remaining: 2, reset_ms: DAY - 10 });
         q.bytes = 1_000;
