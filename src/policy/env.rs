@@ -6,7 +6,10 @@
 
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
-pub struct PolicyEnv {}
+pub struct PolicyEnv {
+    /// Rate-limit, quota and concurrency counters (in-process, or shared through `cluster.redis`).
+    pub limits: crate::ratelimit::LimitsCell,
+}
 
 impl PolicyEnv {
     pub fn new() -> Self {

@@ -19,7 +19,7 @@ pub mod local;
 pub mod quota;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use cluster::{ClusterConfig, FailMode, Redis, SyncMode};
@@ -362,6 +362,56 @@ impl Limits {
     /// A permit for one of `max` concurrent executions under `key` (per node), or `None`.
     pub fn acquire(&self, key: &str, max: u32) -> Option<Permit> {
         concurrency::acquire(&self.inner.concurrency, key, max)
+    }
+}
+
+/// The engine as `PolicyEnv` holds it: set up by the first compile that sees the `cluster:`
+/// section (or its absence), then kept for the life of the gateway, reloads included.
+#[derive(Default)]
+pub struct LimitsCell {
+    limits: OnceLock<Limits>,
+    cluster: parking_lot::Mutex<Option<ClusterConfig>>,
+    persist: parking_lot::Mutex<Option<Arc<dyn QuotaPersistence>>>,
+}
+
+impl std::fmt::Debug for LimitsCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsCell").field("limits", &self.limits.get()).finish()
+    }
+}
+
+impl LimitsCell {
+    /// Where in-process quota counters are persisted (the store); call before the first compile.
+    pub fn set_persistence(&self, p: Arc<dyn QuotaPersistence>) {
+        *self.persist.lock() = Some(p);
+    }
+
+    /// Applies the `cluster:` section (`None` when absent); returns its problems as
+    /// `(key, message)`. A change after the engine exists takes effect at the next start.
+    pub fn configure(&self, cluster: Option<&ClusterConfig>) -> Vec<(&'static str, String)> {
+        let problems = cluster.map(ClusterConfig::problems).unwrap_or_default();
+        if !problems.is_empty() {
+            return problems;
+        }
+        if self.limits.get().is_some() {
+            if self.cluster.lock().as_ref() != cluster {
+                tracing::warn!("changes to `cluster` take effect when the gateway restarts");
+            }
+            return Vec::new();
+        }
+        let redis = match cluster.map(|c| Redis::new(c.clone())).transpose() {
+            Ok(r) => r,
+            Err(msg) => return vec![("redis", msg)],
+        };
+        *self.cluster.lock() = cluster.cloned();
+        let persist = self.persist.lock().clone();
+        let _ = self.limits.set(Limits::new(redis, persist));
+        Vec::new()
+    }
+
+    /// The engine (in-process when nothing configured it).
+    pub fn get(&self) -> &Limits {
+        self.limits.get_or_init(|| Limits::new(None, self.persist.lock().clone()))
     }
 }
 
