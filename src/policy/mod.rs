@@ -16,6 +16,10 @@ pub mod exchange;
 mod registry;
 mod run;
 
+pub mod limit_concurrency;
+pub mod quota;
+pub mod rate_limit;
+pub mod rate_limit_by_key;
 pub mod return_response;
 
 use std::cell::RefCell;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{return_response, BuildCx, Policy};
+use super::{limit_concurrency, quota, rate_limit, rate_limit_by_key, return_response, BuildCx, Policy};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -13,7 +13,14 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 }
 
 /// Every policy kind and its builder.
-const POLICIES: &[(&str, Builder)] = &[("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc))];
+const POLICIES: &[(&str, Builder)] = &[
+    ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("rate-limit", |cx| rate_limit::RateLimit::build(cx).map(arc)),
+    ("rate-limit-by-key", |cx| rate_limit_by_key::RateLimitByKey::build(cx).map(arc)),
+    ("quota", |cx| quota::Quota::build_quota(cx).map(arc)),
+    ("quota-by-key", |cx| quota::Quota::build_by_key(cx).map(arc)),
+    ("limit-concurrency", |cx| limit_concurrency::LimitConcurrency::build(cx).map(arc)),
+];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
 pub fn kinds() -> impl Iterator<Item = &'static str> {

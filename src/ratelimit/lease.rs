@@ -253,6 +253,30 @@ pub(crate) async fn take_quota(l: &Limits, redis: &Redis, key: &str, spec: &Quot
     })
 }
 
+/// Gives back quota calls: into this node's lease when it is still current, else to Redis.
+pub(crate) fn refund_quota(l: &Limits, redis: &Redis, key: &str, spec: &QuotaSpec, n: u64) {
+    let now = l.mono_ms();
+    let local = l.inner.quota_leases.get(key, |s| match s {
+        Some(s) if now < s.valid_until => {
+            s.tokens += n;
+            true
+        }
+        _ => false,
+    });
+    if local {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let qkey = quota_key(redis, key, spec.period.end_ms(Limits::unix_ms()));
+    let l = l.clone();
+    rt.spawn(async move {
+        if let Some(redis) = l.redis() {
+            let qkey = &qkey;
+            let _ = redis.call(|mut c| async move { redis::cmd("HINCRBY").arg(qkey).arg("c").arg(-clamp_i64(n)).query_async::<i64>(&mut c).await }).await;
+        }
+    });
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -16,6 +16,7 @@ pub mod cluster;
 mod concurrency;
 mod lease;
 pub mod local;
+pub mod policy_support;
 pub mod quota;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,6 +277,25 @@ impl Limits {
                 quota_decision(s.take(now, spec, n), spec)
             },
         )
+    }
+
+    /// Gives back `n` calls of the quota counter `key` (the request did not meet the increment
+    /// condition). With Redis the calls go back into this node's lease, or to Redis in the
+    /// background.
+    pub fn refund_quota(&self, key: &str, spec: &QuotaSpec, n: u64) {
+        match &self.inner.redis {
+            Some(redis) => lease::refund_quota(self, redis, key, spec, n),
+            None => {
+                let now = Self::unix_ms();
+                let end = spec.period.end_ms(now);
+                self.inner.quotas.get(key, |s| {
+                    if let Some(s) = s.filter(|s| s.period_end == end) {
+                        s.calls = s.calls.saturating_sub(n);
+                        s.dirty = true;
+                    }
+                });
+            }
+        }
     }
 
     /// Adds transferred bytes to the quota counter `key` (after the response).
