@@ -7,6 +7,7 @@ mod core;
 mod framing;
 mod h2abuse;
 mod limits;
+mod limits_policy;
 mod pipeline;
 mod tls;
 mod upstream;
