@@ -56,7 +56,7 @@ fn lease(c: &mut Criterion) {
         })
     });
     g.finish();
-    let _ = rt.block_on(async {
+    rt.block_on(async {
         let client = redis::Client::open("redis://127.0.0.1:6379").expect("url");
         let mut c = client.get_multiplexed_async_connection().await.expect("redis");
         let keys: Vec<String> = redis::cmd("KEYS").arg("gatehouse-bench:*").query_async(&mut c).await.expect("KEYS");

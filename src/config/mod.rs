@@ -466,7 +466,8 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store", "secrets"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "cluster"];
+pub const TOP_LEVEL_KEYS: &[&str] =
+    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "cluster"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.

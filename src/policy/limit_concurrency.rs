@@ -43,9 +43,7 @@ impl LimitConcurrency {
         let nested = match c.policies {
             None => None,
             Some(_) => match cx.nested(&[PathSeg::Key("policies".into())]) {
-                Ok(list) => {
-                    Some(list.into_iter().map(|policy| Entry { policy, scope: cx.scope.clone() }).collect())
-                }
+                Ok(list) => Some(list.into_iter().map(|policy| Entry { policy, scope: cx.scope.clone() }).collect()),
                 Err(e) => {
                     errors.extend(e);
                     None

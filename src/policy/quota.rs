@@ -175,8 +175,9 @@ impl Quota {
             }
             apis.insert(name.clone(), Level { spec: api_spec, operations });
         }
-        let increment =
-            Increment::build(cx, c.increment_condition.as_deref(), "increment_condition").map_err(|e| errors.push(e)).ok();
+        let increment = Increment::build(cx, c.increment_condition.as_deref(), "increment_condition")
+            .map_err(|e| errors.push(e))
+            .ok();
         let (Some(increment), true) = (increment, errors.is_empty()) else { return Err(errors) };
         Ok(Quota {
             kind: if by_key { "quota-by-key" } else { "quota" },

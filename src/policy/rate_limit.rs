@@ -81,12 +81,16 @@ impl RateLimit {
                 errors.push(cx.error(&["apis", name.as_str(), "calls"], "calls must be at least 1"));
             }
             if a.renewal_period.0.is_zero() {
-                errors.push(cx.error(&["apis", name.as_str(), "renewal_period"], "renewal_period must be at least 1ms"));
+                errors
+                    .push(cx.error(&["apis", name.as_str(), "renewal_period"], "renewal_period must be at least 1ms"));
             }
             let mut operations = HashMap::new();
             for (op, o) in &a.operations {
                 if o.calls == 0 {
-                    errors.push(cx.error(&["apis", name.as_str(), "operations", op.as_str(), "calls"], "calls must be at least 1"));
+                    errors.push(cx.error(
+                        &["apis", name.as_str(), "operations", op.as_str(), "calls"],
+                        "calls must be at least 1",
+                    ));
                 }
                 if o.renewal_period.0.is_zero() {
                     errors.push(cx.error(

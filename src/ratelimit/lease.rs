@@ -272,7 +272,11 @@ pub(crate) fn refund_quota(l: &Limits, redis: &Redis, key: &str, spec: &QuotaSpe
     rt.spawn(async move {
         if let Some(redis) = l.redis() {
             let qkey = &qkey;
-            let _ = redis.call(|mut c| async move { redis::cmd("HINCRBY").arg(qkey).arg("c").arg(-clamp_i64(n)).query_async::<i64>(&mut c).await }).await;
+            let _ = redis
+                .call(|mut c| async move {
+                    redis::cmd("HINCRBY").arg(qkey).arg("c").arg(-clamp_i64(n)).query_async::<i64>(&mut c).await
+                })
+                .await;
         }
     });
 }

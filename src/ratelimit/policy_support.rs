@@ -49,7 +49,11 @@ impl Outputs {
 
     /// Values for the `*_variable_name` outputs, as (name, value).
     pub fn vars(&self, d: &Decision) -> impl Iterator<Item = (Arc<str>, String)> + '_ {
-        let retry = self.retry_var.as_ref().filter(|_| !d.allowed()).map(|n| (n.clone(), super::answer::secs(d.retry_after_ms).max(1).to_string()));
+        let retry = self
+            .retry_var
+            .as_ref()
+            .filter(|_| !d.allowed())
+            .map(|n| (n.clone(), super::answer::secs(d.retry_after_ms).max(1).to_string()));
         let left = self.remaining_var.as_ref().map(|n| (n.clone(), d.remaining.to_string()));
         retry.into_iter().chain(left)
     }

@@ -153,9 +153,8 @@ fn bad_limit_config_is_reported_with_its_location() {
              { rate-limit-by-key: { calls: 5, renewal_period: 60s, counter_key: "{request.ip}", increment_count: 6 } } ]"#,
         "cluster: { redis: \"http://nope\", lease: 0 }",
     );
-    let errors = gatehouse::snapshot::compile_str("g.yaml", &yaml, std::path::Path::new("."))
-        .err()
-        .expect("config errors");
+    let errors =
+        gatehouse::snapshot::compile_str("g.yaml", &yaml, std::path::Path::new(".")).err().expect("config errors");
     let text: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
     let has = |path: &str, msg: &str| text.iter().any(|t| t.starts_with(path) && t.contains(msg));
     let p = "apis.orders.policies.inbound";
@@ -203,7 +202,14 @@ async fn three_gateways_sharing_redis_admit_100_per_minute_within_the_bound() {
             other => panic!("unexpected {other}: {}", got.text()),
         }
     }
-    println!("3 gateways, 100/min shared through Redis (lease 5): admitted {admitted}, refused {refused}");
+    let trips: u64 =
+        gws.iter().map(|g| g.gw.active().snapshot.env.limits.get().redis().expect("cluster mode").round_trips()).sum();
+    println!(
+        "3 gateways, 100/min shared through Redis (lease 5): admitted {admitted}, refused {refused}, \
+         {trips} Redis round trips for 300 requests"
+    );
+    // About one per lease of 5 admitted calls, plus about one per refusing node per second.
+    assert!(trips <= 40, "{trips} round trips");
     // Stated bound (docs/rate-limits.md): never more than the limit, at most nodes × (lease − 1)
     // fewer.
     assert!((88..=100).contains(&admitted), "admitted {admitted}");
