@@ -102,3 +102,23 @@ impl Policy for LimitConcurrency {
         self.nested.as_ref().is_some_and(|n| n.iter().any(|e| e.policy.terminates()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ratelimit::policy_support::{compile_inbound, compile_section};
+
+    #[test]
+    fn configs() {
+        assert_eq!(compile_inbound("[ { limit-concurrency: { key: \"{api.name}\", max_count: 3 } } ]"), Ok(()));
+        assert_eq!(compile_section("backend", "[ { limit-concurrency: { key: b, max_count: 1 } } ]"), Ok(()));
+        let nested =
+            "[ { limit-concurrency: { key: k, max_count: 1, policies: [ { return-response: { status: 204 } } ] } } ]";
+        assert_eq!(compile_inbound(nested), Ok(()));
+        let e = compile_inbound("[ { limit-concurrency: { key: k, max_count: 0 } } ]").err().unwrap_or_default();
+        assert!(e.iter().any(|e| e.contains("limit-concurrency.max_count: max_count must be at least 1")), "{e:#?}");
+        let e = compile_inbound("[ { limit-concurrency: { key: k, max_count: 1, policies: [ base ] } } ]")
+            .err()
+            .unwrap_or_default();
+        assert!(e.iter().any(|e| e.contains("`base` is only allowed directly in a section")), "{e:#?}");
+    }
+}

@@ -278,3 +278,47 @@ impl Policy for Quota {
         Step::Ready(self.pass(x, levels, 1, counts))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Bandwidth;
+    use crate::ratelimit::policy_support::compile_inbound;
+
+    #[test]
+    fn bandwidth_is_kilobytes_or_a_size() {
+        let kb: Bandwidth = serde_json::from_str("40").expect("number");
+        assert_eq!(kb.bytes(), 40 * 1024);
+        let size: Bandwidth = serde_json::from_str("\"1MB\"").expect("size");
+        assert_eq!(size.bytes(), 1_000_000);
+    }
+
+    #[test]
+    fn quota_configs() {
+        let ok = [
+            "[ { quota: { calls: 10000, renewal_period: 30d } } ]",
+            "[ { quota: { bandwidth: 40000, renewal_period: 0, first_period_start: \"2026-01-01T00:00:00Z\" } } ]",
+            "[ { quota: { calls: 10, renewal_period: 1h, apis: { orders: { calls: 5, operations: { get: { bandwidth: \"1MiB\" } } } } } } ]",
+            "[ { quota-by-key: { calls: 10, renewal_period: 1h, counter_key: \"{request.ip}\", increment_condition: \"response.status < 400\" } } ]",
+        ];
+        for p in ok {
+            assert_eq!(compile_inbound(p), Ok(()), "{p}");
+        }
+        let cases = [
+            ("[ { quota: { renewal_period: 1h } } ]", "quota: set calls, bandwidth or both"),
+            ("[ { quota: { calls: 0, renewal_period: 1h } } ]", "quota.calls: calls must be at least 1"),
+            (
+                "[ { quota: { calls: 1, renewal_period: 1h, first_period_start: soon } } ]",
+                "quota.first_period_start: use an RFC 3339",
+            ),
+            (
+                "[ { quota: { calls: 1, renewal_period: 1h, counter_key: k } } ]",
+                "quota.counter_key: quota counts per subscription",
+            ),
+            ("[ { quota-by-key: { calls: 1, renewal_period: 1h } } ]", "quota-by-key: quota-by-key needs counter_key"),
+        ];
+        for (p, want) in cases {
+            let e = compile_inbound(p).err().unwrap_or_default();
+            assert!(e.iter().any(|e| e.contains(want)), "{p}: {e:#?}");
+        }
+    }
+}

@@ -202,3 +202,26 @@ impl Policy for RateLimit {
         Step::Ready(self.pass(x, &taken))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ratelimit::policy_support::compile_inbound;
+
+    #[test]
+    fn levels_compile_and_bad_levels_are_located() {
+        let ok = "[ { rate-limit: { calls: 10, renewal_period: 60s, ratelimit_headers: true, \
+                  apis: { orders: { calls: 5, renewal_period: 60s, operations: { get: { calls: 2, renewal_period: 10s } } } } } } ]";
+        assert_eq!(compile_inbound(ok), Ok(()));
+        let bad = "[ { rate-limit: { calls: 10, renewal_period: 60s, \
+                   apis: { orders: { calls: 0, renewal_period: 60s, operations: { get: { calls: 2, renewal_period: 0s } } } } } } ]";
+        let e = compile_inbound(bad).err().unwrap_or_default();
+        let p = "apis.orders.policies.inbound[0].rate-limit.apis.orders";
+        assert!(e.iter().any(|e| e.starts_with(&format!("{p}.calls: calls must be at least 1"))), "{e:#?}");
+        assert!(
+            e.iter().any(|e| e.starts_with(&format!("{p}.operations.get.renewal_period: renewal_period must be"))),
+            "{e:#?}"
+        );
+        let unknown = "[ { rate-limit: { calls: 10, renewal_period: 60s, counter_key: x } } ]";
+        assert!(compile_inbound(unknown).is_err(), "rate-limit has no counter_key");
+    }
+}

@@ -142,3 +142,56 @@ impl Policy for RateLimitByKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ratelimit::policy_support::compile_inbound;
+
+    fn errors(policy: &str) -> Vec<String> {
+        compile_inbound(&format!("[ {{ rate-limit-by-key: {policy} }} ]")).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn valid_configs_compile() {
+        let ok = [
+            r#"{ calls: 10, renewal_period: 1s, counter_key: "{request.ip}" }"#,
+            r#"{ calls: 10, renewal_period: 60s, counter_key: "{id}-{jwt.sub ?? 'anon'}", increment_count: 2 }"#,
+            r#"{ calls: 10, renewal_period: 60s, counter_key: "k", increment_condition: "response.status < 300" }"#,
+            r#"{ calls: 10, renewal_period: 60s, counter_key: "k", increment_condition: "request.method == 'POST'" }"#,
+        ];
+        for p in ok {
+            assert_eq!(errors(p), Vec::<String>::new(), "{p}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors_at_their_keys() {
+        let cases = [
+            (r#"{ calls: 0, renewal_period: 60s, counter_key: "k" }"#, ".calls: calls must be at least 1"),
+            (r#"{ calls: 5, renewal_period: 0s, counter_key: "k" }"#, ".renewal_period: renewal_period must be"),
+            (r#"{ calls: 5, renewal_period: 60s, counter_key: "{nope}" }"#, ".counter_key: "),
+            (r#"{ calls: 5, renewal_period: 60s, counter_key: "k", increment_count: 6 }"#, ".increment_count: "),
+            (
+                r#"{ calls: 5, renewal_period: 60s, counter_key: "k", increment_condition: "exists(response.header.X)" }"#,
+                ".increment_condition: an increment condition can read response.status but not",
+            ),
+            (
+                r#"{ calls: 5, renewal_period: 60s, counter_key: "k", remaining_calls_header_name: "a b" }"#,
+                ".remaining_calls_header_name: not a valid header name",
+            ),
+        ];
+        for (p, want) in cases {
+            let e = errors(p);
+            assert!(e.iter().any(|e| e.contains(want)), "{p}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn outside_inbound_is_an_error() {
+        let yaml = "[ { rate-limit-by-key: { calls: 1, renewal_period: 1s, counter_key: k } } ]";
+        let e = compile_inbound("[]").err().unwrap_or_default();
+        assert!(e.is_empty());
+        let e = crate::ratelimit::policy_support::compile_section("outbound", yaml).err().unwrap_or_default();
+        assert!(e.iter().any(|e| e.contains("runs in inbound only")), "{e:#?}");
+    }
+}

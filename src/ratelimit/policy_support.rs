@@ -227,3 +227,25 @@ pub fn counter_key(prefix: &str, key: &Template, x: &Exchange) -> String {
     k.push_str(&v);
     k
 }
+
+/// Compiles a config whose API `orders` (operation `get` at `/{id}`) has `inbound` as its
+/// inbound section; `Err` holds `path: message` for every error.
+#[cfg(test)]
+pub fn compile_inbound(inbound: &str) -> Result<(), Vec<String>> {
+    compile_section("inbound", inbound)
+}
+
+/// [`compile_inbound`] for any section.
+#[cfg(test)]
+pub fn compile_section(section: &str, policies: &str) -> Result<(), Vec<String>> {
+    let inbound = policies;
+    let yaml = format!(
+        "listeners: [ {{ name: main, bind: \"127.0.0.1:0\" }} ]\n\
+         backends: {{ b: {{ servers: [ {{ url: \"http://127.0.0.1:9\" }} ] }} }}\n\
+         apis:\n  orders:\n    path: /orders\n    backend: b\n    policies:\n      {section}: {inbound}\n    \
+         operations:\n      - {{ id: get, method: GET, template: \"/{{id}}\" }}\n"
+    );
+    crate::snapshot::compile_str("t.yaml", &yaml, std::path::Path::new("."))
+        .map(|_| ())
+        .map_err(|errors| errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect())
+}
