@@ -51,7 +51,8 @@ impl Headers {
     /// Headers for a response that passed (and for a refusal, alongside `Retry-After`). When
     /// several limits apply, the one with the fewest calls left is reported.
     pub fn write(&self, d: &Decision, h: &mut HeaderMap) {
-        if d.verdict == Verdict::Unavailable || (d.limit == 0 && !self.draft) {
+        // A limit of 0: nothing was counted (fail-open while Redis is away, a bytes-only quota).
+        if d.verdict == Verdict::Unavailable || d.limit == 0 {
             return;
         }
         let tighter = |h: &HeaderMap, name: &HeaderName| {

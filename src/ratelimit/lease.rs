@@ -118,7 +118,7 @@ pub(crate) async fn take_rate(l: &Limits, redis: &Redis, key: &str, spec: RateSp
         })
         .await;
     let Ok(v) = reply else {
-        return Decision::unavailable(spec.limit, redis.config.on_redis_failure);
+        return Decision::unavailable(redis.config.on_redis_failure);
     };
     let [grant, left, to_end, idx, prev, cur, elapsed] =
         std::array::from_fn(|i| v.get(i).map_or(0, |&x| x.max(0) as u64));
@@ -221,7 +221,7 @@ pub(crate) async fn take_quota(l: &Limits, redis: &Redis, key: &str, spec: &Quot
         })
         .await;
     let Ok(v) = reply else {
-        return Decision::unavailable(limit, redis.config.on_redis_failure);
+        return Decision::unavailable(redis.config.on_redis_failure);
     };
     let grant = v.first().map_or(0, |&x| x.max(0) as u64);
     let left = v.get(1).map_or(u64::MAX, |&x| if x < 0 { u64::MAX } else { x as u64 });

@@ -75,12 +75,14 @@ impl Decision {
         self.verdict == Verdict::Allowed
     }
 
-    fn unavailable(limit: u64, mode: FailMode) -> Self {
+    /// Redis could not be asked. `limit` is reported as 0: nothing was counted, so no
+    /// `RateLimit-*` headers are written.
+    fn unavailable(mode: FailMode) -> Self {
         let verdict = match mode {
             FailMode::Open => Verdict::Allowed,
             FailMode::Closed => Verdict::Unavailable,
         };
-        Decision { verdict, limit, remaining: 0, reset_ms: 0, retry_after_ms: 1_000, ticket: Ticket::default() }
+        Decision { verdict, limit: 0, remaining: 0, reset_ms: 0, retry_after_ms: 1_000, ticket: Ticket::default() }
     }
 }
 
