@@ -463,11 +463,11 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store", "secrets"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store"];
 
 /// Every top-level key, in the order `check` reports them.
 pub const TOP_LEVEL_KEYS: &[&str] =
-    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "cluster"];
+    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "secrets", "cluster"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.

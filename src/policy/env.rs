@@ -7,6 +7,8 @@
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
 pub struct PolicyEnv {
+    /// Service-identity tokens (`authentication-managed-identity`), keyed by endpoint + client + scope.
+    pub service_tokens: crate::identity::service::Tokens,
     /// Rate-limit, quota and concurrency counters (in-process, or shared through `cluster.redis`).
     pub limits: crate::ratelimit::LimitsCell,
 }

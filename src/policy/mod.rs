@@ -16,6 +16,9 @@ pub mod exchange;
 mod registry;
 mod run;
 
+pub mod authentication_basic;
+pub mod authentication_certificate;
+pub mod authentication_managed_identity;
 pub mod limit_concurrency;
 pub mod quota;
 pub mod rate_limit;

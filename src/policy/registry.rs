@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{limit_concurrency, quota, rate_limit, rate_limit_by_key, return_response, BuildCx, Policy};
+use super::{
+    authentication_basic, authentication_certificate, authentication_managed_identity, limit_concurrency, quota,
+    rate_limit, rate_limit_by_key, return_response, BuildCx, Policy,
+};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -15,6 +18,11 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 /// Every policy kind and its builder.
 const POLICIES: &[(&str, Builder)] = &[
     ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
+    ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
+    ("authentication-managed-identity", |cx| {
+        authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
+    }),
     ("rate-limit", |cx| rate_limit::RateLimit::build(cx).map(arc)),
     ("rate-limit-by-key", |cx| rate_limit_by_key::RateLimitByKey::build(cx).map(arc)),
     ("quota", |cx| quota::Quota::build_quota(cx).map(arc)),

@@ -9,5 +9,7 @@ mod h2abuse;
 mod limits;
 mod limits_policy;
 mod pipeline;
+mod secrets;
+mod service_identity;
 mod tls;
 mod upstream;
