@@ -5,6 +5,7 @@
 //! touches a `config` type. Fields carry their defaults here so the documentation of a key and
 //! its default live side by side.
 
+pub mod identity;
 pub mod units;
 pub mod yaml;
 
@@ -463,11 +464,21 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["products", "store"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] =
-    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "secrets", "cluster"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "runtime",
+    "listeners",
+    "admin",
+    "edge",
+    "backends",
+    "apis",
+    "policies",
+    "secrets",
+    "identity_providers",
+    "cluster",
+];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.

@@ -9,6 +9,9 @@
 pub struct PolicyEnv {
     /// Service-identity tokens (`authentication-managed-identity`), keyed by endpoint + client + scope.
     pub service_tokens: crate::identity::service::Tokens,
+    /// Identity providers by name: JWKS, verified-token caches and refresh tasks kept across
+    /// reloads while a provider's config is unchanged.
+    pub identity: std::sync::Arc<crate::identity::providers::Registry>,
     /// Rate-limit, quota and concurrency counters (in-process, or shared through `cluster.redis`).
     pub limits: crate::ratelimit::LimitsCell,
 }

@@ -19,11 +19,14 @@ mod run;
 pub mod authentication_basic;
 pub mod authentication_certificate;
 pub mod authentication_managed_identity;
+pub mod authorize;
+pub mod forward_identity;
 pub mod limit_concurrency;
 pub mod quota;
 pub mod rate_limit;
 pub mod rate_limit_by_key;
 pub mod return_response;
+pub mod validate_jwt;
 
 use std::cell::RefCell;
 use std::fmt;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    authentication_basic, authentication_certificate, authentication_managed_identity, limit_concurrency, quota,
-    rate_limit, rate_limit_by_key, return_response, BuildCx, Policy,
+    authentication_basic, authentication_certificate, authentication_managed_identity, authorize, forward_identity,
+    limit_concurrency, quota, rate_limit, rate_limit_by_key, return_response, validate_jwt, BuildCx, Policy,
 };
 use crate::config::ConfigError;
 
@@ -23,6 +23,9 @@ const POLICIES: &[(&str, Builder)] = &[
     ("authentication-managed-identity", |cx| {
         authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
     }),
+    ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
+    ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
+    ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
     ("rate-limit", |cx| rate_limit::RateLimit::build(cx).map(arc)),
     ("rate-limit-by-key", |cx| rate_limit_by_key::RateLimitByKey::build(cx).map(arc)),
     ("quota", |cx| quota::Quota::build_quota(cx).map(arc)),

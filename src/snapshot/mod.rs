@@ -201,6 +201,7 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     if let Some(v) = take(doc, &[key("edge")], errors) {
         cfg.edge = v;
     }
+    crate::identity::providers::compile(doc, errors);
     for (name, path) in doc.map_entries(&[key("backends")]) {
         if let Some(v) = take::<BackendConfig>(doc, &path, errors) {
             cfg.backends.insert(name, v);

@@ -512,7 +512,6 @@ async fn a_rotated_client_secret_is_used_for_the_next_token() {
 /// Passes once the `identity_providers` section is accepted (verified on a trial merge with the
 /// jwt branch); until then that section is "not supported" and the config does not compile.
 #[tokio::test]
-#[ignore = "blocked: identity_providers arrives with the jwt branch"]
 async fn provider_discovery_through_identity_providers() {
     let idp = Idp::start(300);
     let b = backend().await;
