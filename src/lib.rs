@@ -12,6 +12,7 @@ pub mod listener;
 pub mod observe;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod secrets;

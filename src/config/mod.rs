@@ -468,11 +468,21 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["products", "store", "cluster"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["products", "store"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] =
-    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "secrets", "identity_providers"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "runtime",
+    "listeners",
+    "admin",
+    "edge",
+    "backends",
+    "apis",
+    "policies",
+    "secrets",
+    "identity_providers",
+    "cluster",
+];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.
@@ -486,4 +496,6 @@ pub struct ConfigDoc {
     pub apis: BTreeMap<String, ApiConfig>,
     /// Global scope.
     pub policies: PoliciesConfig,
+    /// Shared counters for several nodes (`docs/rate-limits.md`).
+    pub cluster: Option<crate::ratelimit::ClusterConfig>,
 }

@@ -12,6 +12,8 @@ pub struct PolicyEnv {
     /// Identity providers by name: JWKS, verified-token caches and refresh tasks kept across
     /// reloads while a provider's config is unchanged.
     pub identity: std::sync::Arc<crate::identity::providers::Registry>,
+    /// Rate-limit, quota and concurrency counters (in-process, or shared through `cluster.redis`).
+    pub limits: crate::ratelimit::LimitsCell,
 }
 
 impl PolicyEnv {

@@ -21,6 +21,10 @@ pub mod authentication_certificate;
 pub mod authentication_managed_identity;
 pub mod authorize;
 pub mod forward_identity;
+pub mod limit_concurrency;
+pub mod quota;
+pub mod rate_limit;
+pub mod rate_limit_by_key;
 pub mod return_response;
 pub mod validate_jwt;
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{
     authentication_basic, authentication_certificate, authentication_managed_identity, authorize, forward_identity,
-    return_response, validate_jwt, BuildCx, Policy,
+    limit_concurrency, quota, rate_limit, rate_limit_by_key, return_response, validate_jwt, BuildCx, Policy,
 };
 use crate::config::ConfigError;
 
@@ -42,6 +42,11 @@ const POLICIES: &[(&str, Builder)] = &[
     ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
     ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
     ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
+    ("rate-limit", |cx| rate_limit::RateLimit::build(cx).map(arc)),
+    ("rate-limit-by-key", |cx| rate_limit_by_key::RateLimitByKey::build(cx).map(arc)),
+    ("quota", |cx| quota::Quota::build_quota(cx).map(arc)),
+    ("quota-by-key", |cx| quota::Quota::build_by_key(cx).map(arc)),
+    ("limit-concurrency", |cx| limit_concurrency::LimitConcurrency::build(cx).map(arc)),
 ];
 
 /// Every policy kind this build knows, for the "unknown policy" message.

@@ -194,6 +194,7 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
         cfg.listeners = v;
     }
     cfg.admin = take(doc, &[key("admin")], errors);
+    cfg.cluster = take(doc, &[key("cluster")], errors);
     if let Some(v) = take(doc, &[key("policies")], errors) {
         cfg.policies = v;
     }
@@ -291,6 +292,10 @@ impl Compiler<'_> {
         let edge = self.edge(cfg);
         let access_log = self.access_log(cfg);
         let backends = self.backends(cfg);
+        // Before the routes: their limit policies take the engine this configures.
+        for (k, msg) in self.env.limits.configure(cfg.cluster.as_ref()) {
+            self.err(&[key("cluster"), key(k)], msg);
+        }
         let routes = self.routes(cfg);
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {

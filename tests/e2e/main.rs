@@ -8,6 +8,7 @@ mod framing;
 mod h2abuse;
 mod jwt;
 mod limits;
+mod limits_policy;
 mod pipeline;
 mod secrets;
 mod service_identity;

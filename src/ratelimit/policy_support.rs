@@ -1,0 +1,251 @@
+//! What the four counting policies share once their config is compiled: the header options,
+//! the `*_variable_name` outputs, and increment conditions that may wait for the response.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::answer::Headers;
+use super::Decision;
+use crate::expr::{Condition, Context, Name, Names, Template, Value};
+use crate::policy::{BuildCx, Exchange};
+
+/// APIM's output options, common to `rate-limit` and `rate-limit-by-key` (the configs list
+/// them field by field: `deny_unknown_fields` and `flatten` do not mix).
+#[derive(Debug, Default, Deserialize)]
+pub struct OutputNames {
+    pub retry_after_header_name: Option<String>,
+    pub retry_after_variable_name: Option<String>,
+    pub remaining_calls_header_name: Option<String>,
+    pub remaining_calls_variable_name: Option<String>,
+    pub total_calls_header_name: Option<String>,
+    pub ratelimit_headers: bool,
+}
+
+/// Compiled outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub headers: Headers,
+    pub retry_var: Option<Arc<str>>,
+    pub remaining_var: Option<Arc<str>>,
+}
+
+impl Outputs {
+    /// `Err((field, message))` for a bad header name.
+    pub fn new(o: &OutputNames) -> Result<Self, (&'static str, String)> {
+        let headers = Headers::new(
+            o.retry_after_header_name.as_deref(),
+            o.remaining_calls_header_name.as_deref(),
+            o.total_calls_header_name.as_deref(),
+            o.ratelimit_headers,
+        )
+        .map_err(|field| (field, "not a valid header name".to_string()))?;
+        Ok(Outputs {
+            headers,
+            retry_var: o.retry_after_variable_name.as_deref().map(Arc::from),
+            remaining_var: o.remaining_calls_variable_name.as_deref().map(Arc::from),
+        })
+    }
+
+    /// Values for the `*_variable_name` outputs, as (name, value).
+    pub fn vars(&self, d: &Decision) -> impl Iterator<Item = (Arc<str>, String)> + '_ {
+        let retry = self
+            .retry_var
+            .as_ref()
+            .filter(|_| !d.allowed())
+            .map(|n| (n.clone(), super::answer::secs(d.retry_after_ms).max(1).to_string()));
+        let left = self.remaining_var.as_ref().map(|n| (n.clone(), d.remaining.to_string()));
+        retry.into_iter().chain(left)
+    }
+}
+
+/// An increment condition that needs the response status: the request values it reads are
+/// captured on the way in, the status is supplied at the end.
+#[derive(Debug)]
+pub struct Captured {
+    pub status: u16,
+    pub values: Vec<(Name, Option<String>)>,
+}
+
+impl Captured {
+    /// Reads, from `cx`, every non-response value that `cond` uses.
+    pub fn capture(cond: &Condition, cx: &dyn Context) -> Vec<(Name, Option<String>)> {
+        let mut out: Vec<(Name, Option<String>)> = Vec::new();
+        for name in cond.names() {
+            if !name.is_response() && !out.iter().any(|(n, _)| n == name) {
+                out.push((name.clone(), cx.lookup(name).map(|v| v.into_cow().into_owned())));
+            }
+        }
+        out
+    }
+}
+
+impl Context for Captured {
+    fn lookup(&self, name: &Name) -> Option<Value<'_>> {
+        match name {
+            Name::ResponseStatus => Some(Value::from(self.status.to_string())),
+            Name::ResponseHeader(_) => None,
+            other => self.values.iter().find(|(n, _)| n == other).and_then(|(_, v)| v.as_deref().map(Value::from)),
+        }
+    }
+}
+
+/// True when `cond` reads the response (so it is decided at the end of the exchange).
+pub fn needs_response(cond: &Condition) -> bool {
+    cond.names().any(Name::is_response)
+}
+
+/// Reads expression values from an [`Exchange`] (request-side names; `response.*` from the
+/// response when there is one).
+// Once the pipeline implements `expr::Context` for `Exchange` itself, this adapter can go.
+pub struct ExchangeCx<'a>(pub &'a Exchange);
+
+impl Context for ExchangeCx<'_> {
+    fn lookup(&self, name: &Name) -> Option<Value<'_>> {
+        let x = self.0;
+        fn s(v: &str) -> Option<Value<'_>> {
+            Some(Value::from(v))
+        }
+        match name {
+            Name::Method => s(x.request.method.as_str()),
+            Name::Path => s(&x.path),
+            Name::Url => x.request.uri.path_and_query().map(|pq| Value::from(pq.as_str())),
+            Name::Host => x
+                .request
+                .uri
+                .host()
+                .or_else(|| x.request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+                .map(Value::from),
+            Name::ClientIp => Some(Value::from(x.client_ip.to_string())),
+            Name::RequestId => x.request_id.to_str().ok().map(Value::from),
+            Name::Header(h) => {
+                let mut all = x.request.headers.get_all(h).iter().filter_map(|v| v.to_str().ok());
+                let first = all.next()?;
+                match all.next() {
+                    None => s(first),
+                    Some(second) => {
+                        let mut l = vec![first.into(), second.into()];
+                        l.extend(all.map(Into::into));
+                        Some(Value::List(l))
+                    }
+                }
+            }
+            Name::Query(q) => x.request.uri.query().and_then(|qs| {
+                qs.split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k == q).then(|| Value::from(v))
+                })
+            }),
+            Name::Param(p) => x.param(p).map(Value::from),
+            Name::Api => s(&x.route.api.name),
+            Name::Operation => x.route.operation.as_deref().map(Value::from),
+            Name::Product => x.caller.as_ref().and_then(|c| c.product.as_deref()).map(Value::from),
+            Name::SubscriptionId => x.caller.as_ref().map(|c| Value::from(&*c.subscription_id)),
+            Name::SubscriptionName => x.caller.as_ref().map(|c| Value::from(&*c.subscription_name)),
+            Name::JwtSub => x.jwt.as_deref().and_then(|j| crate::expr::claim(j, "sub")),
+            Name::JwtClaim(c) => x.jwt.as_deref().and_then(|j| crate::expr::claim(j, c)),
+            Name::Var(v) => x.var(v).map(Value::from),
+            Name::ResponseStatus => x.response.as_ref().map(|r| Value::from(r.status().as_u16().to_string())),
+            Name::ResponseHeader(h) => {
+                x.response.as_ref().and_then(|r| r.headers().get(h)).and_then(|v| v.to_str().ok()).map(Value::from)
+            }
+        }
+    }
+}
+
+/// A template at `field`, checked against the names known at this scope.
+pub fn template(cx: &BuildCx<'_>, src: &str, field: &str) -> Result<Template, crate::config::ConfigError> {
+    let names = Names { params: cx.params, vars: cx.vars, response: false };
+    Template::parse(src, &names).map_err(|e| cx.error(&[field], e))
+}
+
+/// An increment condition at `field`: it may read `response.status` even in inbound, because it
+/// is decided once the response is known.
+pub fn increment_condition(cx: &BuildCx<'_>, src: &str, field: &str) -> Result<Condition, crate::config::ConfigError> {
+    let names = Names { params: cx.params, vars: cx.vars, response: true };
+    let c = Condition::parse(src, &names).map_err(|e| cx.error(&[field], e))?;
+    if c.names().any(|n| matches!(n, Name::ResponseHeader(_))) {
+        return Err(cx.error(&[field], "an increment condition can read response.status but not response headers"));
+    }
+    Ok(c)
+}
+
+/// When a request counts toward a limit (`increment_condition`).
+#[derive(Debug)]
+pub enum Increment {
+    Always,
+    /// Decided on the way in.
+    Now(Condition),
+    /// Needs the response status: taken on the way in, given back at the end if false.
+    Later(Arc<Condition>),
+}
+
+impl Increment {
+    pub fn build(cx: &BuildCx<'_>, src: Option<&str>, field: &str) -> Result<Self, crate::config::ConfigError> {
+        Ok(match src {
+            None => Increment::Always,
+            Some(src) => {
+                let c = increment_condition(cx, src, field)?;
+                if needs_response(&c) {
+                    Increment::Later(Arc::new(c))
+                } else {
+                    Increment::Now(c)
+                }
+            }
+        })
+    }
+
+    /// Whether the request counts, as far as that is known on the way in.
+    pub fn counts_now(&self, x: &Exchange) -> bool {
+        match self {
+            Increment::Now(c) => c.eval(&ExchangeCx(x)),
+            _ => true,
+        }
+    }
+
+    /// After calls were taken for a counting request: if the decision needs the response,
+    /// `refund` runs at the end when the condition turns out false.
+    pub fn defer(&self, x: &mut Exchange, refund: impl FnOnce() + Send + 'static) {
+        if let Increment::Later(c) = self {
+            let values = Captured::capture(c, &ExchangeCx(x));
+            let c = c.clone();
+            x.deferred.push(Box::new(move |status| {
+                if !c.eval(&Captured { status, values }) {
+                    refund();
+                }
+            }));
+        }
+    }
+}
+
+/// A counter key: `prefix` (kind, scope, period) + the rendered template.
+pub fn counter_key(prefix: &str, key: &Template, x: &Exchange) -> String {
+    let cx = ExchangeCx(x);
+    let v = key.render(&cx);
+    let mut k = String::with_capacity(prefix.len() + v.len());
+    k.push_str(prefix);
+    k.push_str(&v);
+    k
+}
+
+/// Compiles a config whose API `orders` (operation `get` at `/{id}`) has `inbound` as its
+/// inbound section; `Err` holds `path: message` for every error.
+#[cfg(test)]
+pub fn compile_inbound(inbound: &str) -> Result<(), Vec<String>> {
+    compile_section("inbound", inbound)
+}
+
+/// [`compile_inbound`] for any section.
+#[cfg(test)]
+pub fn compile_section(section: &str, policies: &str) -> Result<(), Vec<String>> {
+    let inbound = policies;
+    let yaml = format!(
+        "listeners: [ {{ name: main, bind: \"127.0.0.1:0\" }} ]\n\
+         backends: {{ b: {{ servers: [ {{ url: \"http://127.0.0.1:9\" }} ] }} }}\n\
+         apis:\n  orders:\n    path: /orders\n    backend: b\n    policies:\n      {section}: {inbound}\n    \
+         operations:\n      - {{ id: get, method: GET, template: \"/{{id}}\" }}\n"
+    );
+    crate::snapshot::compile_str("t.yaml", &yaml, std::path::Path::new("."))
+        .map(|_| ())
+        .map_err(|errors| errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect())
+}
