@@ -95,64 +95,6 @@ pub fn needs_response(cond: &Condition) -> bool {
     cond.names().any(Name::is_response)
 }
 
-/// Reads expression values from an [`Exchange`] (request-side names; `response.*` from the
-/// response when there is one).
-// Once the pipeline implements `expr::Context` for `Exchange` itself, this adapter can go.
-pub struct ExchangeCx<'a>(pub &'a Exchange);
-
-impl Context for ExchangeCx<'_> {
-    fn lookup(&self, name: &Name) -> Option<Value<'_>> {
-        let x = self.0;
-        fn s(v: &str) -> Option<Value<'_>> {
-            Some(Value::from(v))
-        }
-        match name {
-            Name::Method => s(x.request.method.as_str()),
-            Name::Path => s(&x.path),
-            Name::Url => x.request.uri.path_and_query().map(|pq| Value::from(pq.as_str())),
-            Name::Host => x
-                .request
-                .uri
-                .host()
-                .or_else(|| x.request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-                .map(Value::from),
-            Name::ClientIp => Some(Value::from(x.client_ip.to_string())),
-            Name::RequestId => x.request_id.to_str().ok().map(Value::from),
-            Name::Header(h) => {
-                let mut all = x.request.headers.get_all(h).iter().filter_map(|v| v.to_str().ok());
-                let first = all.next()?;
-                match all.next() {
-                    None => s(first),
-                    Some(second) => {
-                        let mut l = vec![first.into(), second.into()];
-                        l.extend(all.map(Into::into));
-                        Some(Value::List(l))
-                    }
-                }
-            }
-            Name::Query(q) => x.request.uri.query().and_then(|qs| {
-                qs.split('&').find_map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (k == q).then(|| Value::from(v))
-                })
-            }),
-            Name::Param(p) => x.param(p).map(Value::from),
-            Name::Api => s(&x.route.api.name),
-            Name::Operation => x.route.operation.as_deref().map(Value::from),
-            Name::Product => x.caller.as_ref().and_then(|c| c.product.as_deref()).map(Value::from),
-            Name::SubscriptionId => x.caller.as_ref().map(|c| Value::from(&*c.subscription_id)),
-            Name::SubscriptionName => x.caller.as_ref().map(|c| Value::from(&*c.subscription_name)),
-            Name::JwtSub => x.jwt.as_deref().and_then(|j| crate::expr::claim(j, "sub")),
-            Name::JwtClaim(c) => x.jwt.as_deref().and_then(|j| crate::expr::claim(j, c)),
-            Name::Var(v) => x.var(v).map(Value::from),
-            Name::ResponseStatus => x.response.as_ref().map(|r| Value::from(r.status().as_u16().to_string())),
-            Name::ResponseHeader(h) => {
-                x.response.as_ref().and_then(|r| r.headers().get(h)).and_then(|v| v.to_str().ok()).map(Value::from)
-            }
-        }
-    }
-}
-
 /// A template at `field`, checked against the names known at this scope.
 pub fn template(cx: &BuildCx<'_>, src: &str, field: &str) -> Result<Template, crate::config::ConfigError> {
     let names = Names { params: cx.params, vars: cx.vars, response: false };
@@ -198,7 +140,7 @@ impl Increment {
     /// Whether the request counts, as far as that is known on the way in.
     pub fn counts_now(&self, x: &Exchange) -> bool {
         match self {
-            Increment::Now(c) => c.eval(&ExchangeCx(x)),
+            Increment::Now(c) => c.eval(x),
             _ => true,
         }
     }
@@ -207,7 +149,7 @@ impl Increment {
     /// `refund` runs at the end when the condition turns out false.
     pub fn defer(&self, x: &mut Exchange, refund: impl FnOnce() + Send + 'static) {
         if let Increment::Later(c) = self {
-            let values = Captured::capture(c, &ExchangeCx(x));
+            let values = Captured::capture(c, x);
             let c = c.clone();
             x.deferred.push(Box::new(move |status| {
                 if !c.eval(&Captured { status, values }) {
@@ -220,8 +162,7 @@ impl Increment {
 
 /// A counter key: `prefix` (kind, scope, period) + the rendered template.
 pub fn counter_key(prefix: &str, key: &Template, x: &Exchange) -> String {
-    let cx = ExchangeCx(x);
-    let v = key.render(&cx);
+    let v = key.render(x);
     let mut k = String::with_capacity(prefix.len() + v.len());
     k.push_str(prefix);
     k.push_str(&v);
