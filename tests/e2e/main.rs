@@ -6,6 +6,7 @@ mod support;
 mod core;
 mod framing;
 mod h2abuse;
+mod hardening;
 mod limits;
 mod tls;
 mod upstream;
