@@ -36,7 +36,8 @@ use support::{backend, status_handler, Backend, TestGateway};
 
 /// The client's own address: not Apache's, not trusted.
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-const TOKEN: &str = "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6ImFwaSJ9.c2lnbmF0dXJlLWJ5dGVz";
+const TOKEN: &str =
+    "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImF1ZCI6ImFwaSJ9.c2lnbmF0dXJlLWJ5dGVz";
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -74,7 +75,11 @@ impl Apache {
         let Some(binary) = binary else {
             panic!("apache2 is not installed: run .ci/setup-apache.sh (Debian packages apache2, libapache2-mod-security2, modsecurity-crs)");
         };
-        for needed in ["/usr/lib/apache2/modules/mod_security2.so", "/usr/share/modsecurity-crs/rules", "/etc/modsecurity/crs/crs-setup.conf"] {
+        for needed in [
+            "/usr/lib/apache2/modules/mod_security2.so",
+            "/usr/share/modsecurity-crs/rules",
+            "/etc/modsecurity/crs/crs-setup.conf",
+        ] {
             assert!(Path::new(needed).exists(), "{needed} is missing: run .ci/setup-apache.sh");
         }
         let root = tempfile::tempdir().expect("tempdir");
@@ -205,7 +210,10 @@ async fn https(to: SocketAddr, trust: &CertificateDer<'static>, req: Request<Ful
         .expect("TLS handshake");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("h1");
     tokio::spawn(conn);
-    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.expect("timely").expect("response");
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("timely")
+        .expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Got { status: parts.status, headers: parts.headers, body }
@@ -350,10 +358,18 @@ async fn check_identity_headers(d: &Deployment) {
     let fwd = seen.headers.get("forwarded").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
     assert!(!xfh.as_deref().unwrap_or_default().contains("evil"), "{what}: X-Forwarded-Host {xfh:?}");
     assert!(!fwd.contains("evil"), "{what}: Forwarded {fwd:?}");
-    assert!(seen.headers["host"].to_str().expect("ascii").starts_with("apache.test"), "{what}: {:?}", seen.headers["host"]);
+    assert!(
+        seen.headers["host"].to_str().expect("ascii").starts_with("apache.test"),
+        "{what}: {:?}",
+        seen.headers["host"]
+    );
     // Gatehouse believed the real client, not the spoofed address.
     let log = d.gatehouse_log().await;
-    let line = log.iter().rev().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("{what}: no log line for {rid}: {log:?}"));
+    let line = log
+        .iter()
+        .rev()
+        .find(|l| l["request_id"] == rid.as_str())
+        .unwrap_or_else(|| panic!("{what}: no log line for {rid}: {log:?}"));
     assert_eq!(line["client_ip"], CLIENT_IP.to_string(), "{what}: {line}");
     assert_eq!(line["status"], 200);
     if let Some(apache) = &d.apache {
@@ -382,23 +398,33 @@ async fn check_errors(d: &Deployment) -> Vec<(String, u16, serde_json::Value)> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut out = Vec::new();
-    for (path, status, layer) in
-        [("/nowhere", 404, "edge"), ("/down/x", 502, "backend"), ("/unhealthy/x", 503, "backend"), ("/api/x?y", 200, "")]
-    {
+    for (path, status, layer) in [
+        ("/nowhere", 404, "edge"),
+        ("/down/x", 502, "backend"),
+        ("/unhealthy/x", 503, "backend"),
+        ("/api/x?y", 200, ""),
+    ] {
         let got = d.send(get(path).body(Full::default()).expect("req")).await;
         assert_eq!(got.status.as_u16(), status, "{what} {path}: {}", got.text());
         if status == 200 {
             continue;
         }
-        let p = got.problem().unwrap_or_else(|| panic!("{what} {path}: not problem+json: {:?} {}", got.headers, got.text()));
+        let p = got
+            .problem()
+            .unwrap_or_else(|| panic!("{what} {path}: not problem+json: {:?} {}", got.headers, got.text()));
         assert_eq!(p["layer"], layer, "{what} {path}: {p}");
         assert_eq!(p["status"], status, "{what} {path}");
         assert_eq!(p["request_id"], got.header("x-request-id").expect("x-request-id"), "{what} {path}");
         if layer == "backend" {
-            assert!(got.header("proxy-status").is_some_and(|v| v.starts_with("gatehouse; error=")), "{what} {path}: {:?}", got.headers);
+            assert!(
+                got.header("proxy-status").is_some_and(|v| v.starts_with("gatehouse; error=")),
+                "{what} {path}: {:?}",
+                got.headers
+            );
         }
         // What must not depend on the front: kind, title, status, layer (details name ports).
-        let same = serde_json::json!({ "type": p["type"], "title": p["title"], "status": p["status"], "layer": p["layer"] });
+        let same =
+            serde_json::json!({ "type": p["type"], "title": p["title"], "status": p["status"], "layer": p["layer"] });
         out.push((path.to_owned(), status, same));
     }
     let got = d.send(get("/guarded/x").body(Full::default()).expect("req")).await;
@@ -426,7 +452,9 @@ async fn apaches_waf_blocks_sql_injection_before_the_gateway() {
     assert_eq!(got.status, 200, "{}", got.text());
     let before_log = d.gatehouse_log().await.len();
     let before_backend = d.api.count();
-    for attack in ["/api/items?id=1%27%20OR%20%271%27%3D%271", "/api/items?id=1%20UNION%20SELECT%20password%20FROM%20users--"] {
+    for attack in
+        ["/api/items?id=1%27%20OR%20%271%27%3D%271", "/api/items?id=1%20UNION%20SELECT%20password%20FROM%20users--"]
+    {
         let got = d.send(get(attack).body(Full::default()).expect("req")).await;
         assert_eq!(got.status, 403, "{attack}: {}", got.text());
         // Apache's own answer: HTML, no problem+json, no layer, no Gatehouse request id echo.
@@ -435,7 +463,9 @@ async fn apaches_waf_blocks_sql_injection_before_the_gateway() {
         assert!(got.header("x-request-id").is_none(), "Gatehouse answered: {:?}", got.headers);
         // Apache writes its log line once the answer is out: give it a moment.
         let started = Instant::now();
-        while !apache.access_log().iter().any(|l| l.contains(&attack[..20])) && started.elapsed() < Duration::from_secs(3) {
+        while !apache.access_log().iter().any(|l| l.contains(&attack[..20]))
+            && started.elapsed() < Duration::from_secs(3)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let logged = apache.access_log().into_iter().rev().find(|l| l.contains(&attack[..20]));

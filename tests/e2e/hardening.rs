@@ -38,7 +38,11 @@ fn assert_clean_wire(conns: &[WireConn]) {
         }
     }
     let all: Vec<u8> = conns.iter().flat_map(|c| c.raw.clone()).collect();
-    assert!(!all.windows(8).any(|w| w == b"smuggled"), "`smuggled` on the backend wire: {:?}", String::from_utf8_lossy(&all));
+    assert!(
+        !all.windows(8).any(|w| w == b"smuggled"),
+        "`smuggled` on the backend wire: {:?}",
+        String::from_utf8_lossy(&all)
+    );
 }
 
 /// Refused framing (one variant of each class the guard knows, in one place) leaves the backend
@@ -50,9 +54,15 @@ async fn refused_framing_never_reaches_the_backend_wire() {
     let post = "POST /api/x HTTP/1.1\r\nHost: gw.test\r\n";
     let cases: Vec<(&str, String)> = vec![
         ("CL.TE", format!("{post}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}")),
-        ("TE.CL", format!("{post}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2d\r\n{SMUGGLED}\r\n0\r\n\r\n")),
+        (
+            "TE.CL",
+            format!("{post}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2d\r\n{SMUGGLED}\r\n0\r\n\r\n"),
+        ),
         ("TE with a trailing comma", format!("{post}Transfer-Encoding: chunked,\r\n\r\n0\r\n\r\n{SMUGGLED}")),
-        ("TE upper-case then CL", format!("{post}TRANSFER-ENCODING: CHUNKED\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{SMUGGLED}")),
+        (
+            "TE upper-case then CL",
+            format!("{post}TRANSFER-ENCODING: CHUNKED\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
         ("TE with a tab value", format!("{post}Transfer-Encoding:\tchunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n")),
         ("TE chunked, chunked", format!("{post}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n{SMUGGLED}")),
         ("CL with a leading zero list", format!("{post}Content-Length: 05, 5\r\n\r\nhello{SMUGGLED}")),
@@ -62,7 +72,10 @@ async fn refused_framing_never_reaches_the_backend_wire() {
         ("bare LF in the request line", "GET /api/x HTTP/1.1\nHost: gw.test\r\n\r\n".to_owned()),
         ("request line with two spaces", "GET  /api/x HTTP/1.1\r\nHost: gw.test\r\n\r\n".to_owned()),
         ("request line with a tab", "GET\t/api/x HTTP/1.1\r\nHost: gw.test\r\n\r\n".to_owned()),
-        ("encoded CRLF is not a line end", "GET /api/x%0d%0aX-Injected:%201 HTTP/1.1\r\nHost: gw.test\rX: y\r\n\r\n".to_owned()),
+        (
+            "encoded CRLF is not a line end",
+            "GET /api/x%0d%0aX-Injected:%201 HTTP/1.1\r\nHost: gw.test\rX: y\r\n\r\n".to_owned(),
+        ),
     ];
     let mut failures = Vec::new();
     for (case, bytes) in &cases {
@@ -128,9 +141,18 @@ async fn a_body_cut_short_never_leaves_a_reused_backend_connection() {
     let g = gateway(&wire_config(b.addr, "")).await;
     let cut = [
         ("Content-Length, cut", "POST /api/cut HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789"),
-        ("chunked, cut inside a chunk", "POST /api/cut HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789"),
-        ("chunked, cut at a chunk line", "POST /api/cut HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"),
-        ("answered early, then cut", "POST /api/early HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789"),
+        (
+            "chunked, cut inside a chunk",
+            "POST /api/cut HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789",
+        ),
+        (
+            "chunked, cut at a chunk line",
+            "POST /api/cut HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ),
+        (
+            "answered early, then cut",
+            "POST /api/early HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789",
+        ),
     ];
     let mut failures = Vec::new();
     for (case, bytes) in cut {
@@ -153,7 +175,9 @@ async fn a_body_cut_short_never_leaves_a_reused_backend_connection() {
         for (n, conn) in b.connections().iter().enumerate().skip(before) {
             let text = String::from_utf8_lossy(&conn.raw);
             if (text.contains("/cut") || text.contains("/early")) && text.contains("/after") {
-                failures.push(format!("{case}: backend connection {n} carried the cut request, then another client's: {text:?}"));
+                failures.push(format!(
+                    "{case}: backend connection {n} carried the cut request, then another client's: {text:?}"
+                ));
             }
             if let Some(e) = &conn.error {
                 failures.push(format!("{case}: backend connection {n}: {e}"));
@@ -184,8 +208,12 @@ async fn http2_requests_never_become_ambiguous_http1_at_the_backend() {
         vec![frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(&f))]
     };
     let post = |extra: &[(&'static [u8], &'static [u8])], body: &[u8]| {
-        let mut f: Vec<(&[u8], &[u8])> =
-            vec![(b":method", b"POST"), (b":scheme", b"http"), (b":authority", auth.as_bytes()), (b":path", b"/api/h2post")];
+        let mut f: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":authority", auth.as_bytes()),
+            (b":path", b"/api/h2post"),
+        ];
         f.extend_from_slice(extra);
         vec![frame(HEADERS, END_HEADERS, 1, &block(&f)), frame(DATA, END_STREAM, 1, body)]
     };
@@ -287,7 +315,8 @@ apis:
         public.addr, vip.addr
     );
     let g = gateway(&yaml).await;
-    let h1 = |host: &str, extra: &str| format!("GET /shop/x HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    let h1 =
+        |host: &str, extra: &str| format!("GET /shop/x HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     // The VIP API answers 403 for any spelling of its host; other hosts reach the public API.
     let vip_spellings = [h1("vip.test", ""), h1("VIP.TEST", ""), h1("vip.test:8080", ""), h1("Vip.Test.", "")];
     let mut failures = Vec::new();
@@ -332,7 +361,8 @@ apis:
     settle().await;
     assert!(vip.connections().is_empty(), "the VIP backend was reached past its policy");
     for r in public.requests() {
-        let told: Vec<String> = ["host", "x-forwarded-host", "forwarded"].iter().filter_map(|h| r.header_str(h)).collect();
+        let told: Vec<String> =
+            ["host", "x-forwarded-host", "forwarded"].iter().filter_map(|h| r.header_str(h)).collect();
         if told.iter().any(|v| v.to_ascii_lowercase().contains("vip.test")) {
             failures.push(format!("the public backend was told the VIP host: {told:?}"));
         }
@@ -415,6 +445,10 @@ async fn http2_ping_and_settings_floods_are_bounded() {
 async fn assert_still_served(addr: SocketAddr) {
     let got = get(&format!("http://{addr}/api/bystander")).await;
     assert_eq!(got.status, 200);
-    let got = send(&h2c_client(), http::Request::get(format!("http://{addr}/api/bystander")).body(Default::default()).expect("req")).await;
+    let got = send(
+        &h2c_client(),
+        http::Request::get(format!("http://{addr}/api/bystander")).body(Default::default()).expect("req"),
+    )
+    .await;
     assert_eq!(got.status, 200);
 }

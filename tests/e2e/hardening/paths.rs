@@ -38,7 +38,11 @@ fn decode(b: &[u8], overlong: bool) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            if let Some(v) = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -176,7 +180,10 @@ async fn route_level_auth_sees_the_path_the_backend_sees() {
                 }
                 for reading in readings(&seen.target) {
                     if is_admin(&reading) {
-                        failures.push(format!("{target}: forwarded as {:?}, which a backend reads as {reading}", seen.target));
+                        failures.push(format!(
+                            "{target}: forwarded as {:?}, which a backend reads as {reading}",
+                            seen.target
+                        ));
                     }
                 }
             }
@@ -186,7 +193,13 @@ async fn route_level_auth_sees_the_path_the_backend_sees() {
             failures.push(format!("{target}: answered {} but the backend saw {:?}", r.status, new[0].target));
         }
     }
-    assert!(failures.is_empty(), "{} failure(s):\n{}\n\noutcomes:\n{}", failures.len(), failures.join("\n"), outcomes.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}\n\noutcomes:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        outcomes.join("\n")
+    );
 }
 
 /// Routing is case-sensitive, as URL paths are (RFC 3986 §6.2.2.1): `/shop/ADMIN` is not the

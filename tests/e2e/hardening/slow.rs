@@ -67,8 +67,14 @@ async fn a_stalled_body_is_closed_within_body_timeout() {
     let b = backend().await;
     let g = gateway(&slow_body_config(b.addr)).await;
     let heads = [
-        ("proxied, Content-Length", "POST /api/stall HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789"),
-        ("proxied, chunked", "POST /api/stall HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789"),
+        (
+            "proxied, Content-Length",
+            "POST /api/stall HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789",
+        ),
+        (
+            "proxied, chunked",
+            "POST /api/stall HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789",
+        ),
         ("answered by the gateway", "POST /hello HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789"),
     ];
     for (case, head) in heads {
@@ -89,7 +95,12 @@ async fn a_stalled_body_is_closed_within_body_timeout() {
     }
     settle().await;
     for s in b.requests() {
-        assert!(s.uri == "/bystander" || s.body.len() < 100, "the backend got a complete body: {} {}", s.uri, s.body.len());
+        assert!(
+            s.uri == "/bystander" || s.body.len() < 100,
+            "the backend got a complete body: {} {}",
+            s.uri,
+            s.body.len()
+        );
     }
 }
 

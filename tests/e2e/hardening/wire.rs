@@ -206,7 +206,9 @@ async fn serve(mut s: TcpStream, c: Arc<Mutex<WireConn>>) {
                 }
                 Parsed::Bad(why) => {
                     c.lock().error = Some(why);
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
                     // Keep recording what else arrives on this connection, answering nothing.
                     loop {
                         match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
