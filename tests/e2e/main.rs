@@ -8,5 +8,6 @@ mod framing;
 mod h2abuse;
 mod hardening;
 mod limits;
+mod pipeline;
 mod tls;
 mod upstream;
