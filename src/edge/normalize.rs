@@ -39,6 +39,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
             let v = hex_at(b, i + 1).ok_or("invalid percent-encoding in the path")?;
             match v {
                 b'/' | b'\\' | 0 => return Err("encoded slash, backslash or NUL in the path"),
+                // Encoded too: a server that decodes before it strips parameters reads `..%3B` as `..;`.
+                b';' => return Err("`;` in the path"),
                 b'%' if hex_at(b, i + 3).is_some_and(|w| matches!(w, b'.' | b'/' | b'\\' | b';' | b'%' | 0)) => {
                     // `%252e`: a backend that decodes twice would see a dot (or slash …).
                     return Err("double percent-encoding in the path");
@@ -130,7 +132,8 @@ mod tests {
         // `;params`: `..;/` is `..` to Tomcat.
         assert!(n("/a/..;/b").is_err());
         assert!(n("/a;x=1").is_err());
-        assert_eq!(n("/a%3Bx").as_deref(), Ok("/a%3Bx"));
+        assert!(n("/a%3Bx").is_err());
+        assert!(n("/a/..%3b/b").is_err());
         // Overlong UTF-8 dots and slashes, and other ill-formed escapes.
         assert!(n("/a/%c0%ae%c0%ae/b").is_err());
         assert!(n("/a/%e0%80%ae/b").is_err());
