@@ -41,10 +41,6 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
                 b'/' | b'\\' | 0 => return Err("encoded slash, backslash or NUL in the path"),
                 // Encoded too: a server that decodes before it strips parameters reads `..%3B` as `..;`.
                 b';' => return Err("`;` in the path"),
-                b'%' if hex_at(b, i + 3).is_some_and(|w| matches!(w, b'.' | b'/' | b'\\' | b';' | b'%' | 0)) => {
-                    // `%252e`: a backend that decodes twice would see a dot (or slash …).
-                    return Err("double percent-encoding in the path");
-                }
                 v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => decoded.push(v),
                 v => {
                     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -70,6 +66,13 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
     }
     if !escaped.is_empty() && std::str::from_utf8(&escaped).is_err() {
         return Err("percent-encoded bytes in the path are not UTF-8");
+    }
+    // `%252e`: a backend that decodes twice would see a dot (or a slash …). Judged on the
+    // result, since decoding `%66` in `%252%66` is what makes `%252f`.
+    if decoded.windows(5).any(|w| {
+        w.starts_with(b"%25") && hex_at(w, 3).is_some_and(|v| matches!(v, b'.' | b'/' | b'\\' | b';' | b'%' | 0))
+    }) {
+        return Err("double percent-encoding in the path");
     }
     // Only ASCII was decoded and escapes were copied whole: still UTF-8.
     let decoded = String::from_utf8(decoded).map_err(|_| "the path is not UTF-8")?;
@@ -146,6 +149,7 @@ mod tests {
         assert!(n("/a/%252e%252e/b").is_err());
         assert!(n("/a%252fb").is_err());
         assert!(n("/a%2500").is_err());
+        assert!(n("/%252%66x").is_err());
         assert_eq!(n("/100%25/x").as_deref(), Ok("/100%25/x"));
         assert_eq!(n("/a%2541//b").as_deref(), Ok("/a%2541/b"));
         // Raw UTF-8 is copied as it came, not byte by byte as Latin-1.
