@@ -33,6 +33,8 @@ pub struct Route {
 struct Slot {
     methods: Vec<(Method, Arc<Route>)>,
     any: Option<Arc<Route>>,
+    /// The pattern ends in a `{*catch_all}`.
+    wide: bool,
 }
 
 impl Slot {
@@ -280,6 +282,8 @@ impl RouteTableBuilder {
             for pattern in pending.order {
                 let Some((claim, slot)) = pending.slots.remove(&pattern) else { continue };
                 table.len += slot.methods.len() + usize::from(slot.any.is_some());
+                let mut slot = slot;
+                slot.wide = pattern.rsplit('/').next().is_some_and(|last| last.starts_with("{*"));
                 match router.insert(pattern.clone(), slot) {
                     Ok(()) => {
                         index.insert(pattern.clone(), inserted.len());
@@ -368,8 +372,24 @@ impl RouteTable {
         self.apis
     }
 
-    /// `host` is the request's host without port, any case.
+    /// `host` is the request's host without port, any case (a trailing dot is ignored).
     pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup<'_> {
+        let host = host.map(|h| h.strip_suffix('.').unwrap_or(h));
+        let (found, wide) = self.find(host, path, method);
+        // Most backends read `/admin/` as `/admin`: a route written for the path without its
+        // trailing slash wins over a catch-all that would otherwise take it past that route's
+        // policies.
+        if wide && path.len() > 1 && path.ends_with('/') {
+            let (trimmed, trimmed_wide) = self.find(host, &path[..path.len() - 1], method);
+            if !trimmed_wide && !matches!(trimmed, Lookup::NotFound) {
+                return trimmed;
+            }
+        }
+        found
+    }
+
+    /// The lookup, and whether the route that matched is a catch-all.
+    fn find(&self, host: Option<&str>, path: &str, method: &Method) -> (Lookup<'_>, bool) {
         if let Some(host) = host {
             if !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty() {
                 let lower;
@@ -384,7 +404,7 @@ impl RouteTable {
                 });
                 if let Some(router) = router {
                     match Self::in_router(router, path, method) {
-                        Lookup::NotFound => {}
+                        (Lookup::NotFound, _) => {}
                         found => return found,
                     }
                 }
@@ -393,7 +413,7 @@ impl RouteTable {
         Self::in_router(&self.any_host, path, method)
     }
 
-    fn in_router<'a>(router: &'a matchit::Router<Slot>, path: &str, method: &Method) -> Lookup<'a> {
+    fn in_router<'a>(router: &'a matchit::Router<Slot>, path: &str, method: &Method) -> (Lookup<'a>, bool) {
         match router.at(path) {
             Ok(m) => match m.value.find(method) {
                 Some(r) => {
@@ -406,11 +426,11 @@ impl RouteTable {
                             .map(|(k, v)| (Arc::from(k), v.to_owned()))
                             .collect()
                     };
-                    Lookup::Found(r, params)
+                    (Lookup::Found(r, params), m.value.wide)
                 }
-                None => Lookup::MethodNotAllowed(m.value.allow()),
+                None => (Lookup::MethodNotAllowed(m.value.allow()), m.value.wide),
             },
-            Err(_) => Lookup::NotFound,
+            Err(_) => (Lookup::NotFound, false),
         }
     }
 }
@@ -433,6 +453,21 @@ mod tests {
             Lookup::MethodNotAllowed(a) => format!("405 {a}"),
             Lookup::NotFound => "404".into(),
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_does_not_escape_a_specific_route_into_a_catch_all() {
+        let mut b = RouteTableBuilder::default();
+        b.add(&[], "/shop/{*rest}", None, route("shop", Some("anything"))).expect("add");
+        b.add(&[], "/shop/admin", None, route("shop", Some("admin"))).expect("add");
+        b.add(&[], "/shop/orders/{id}", Some(Method::GET), route("shop", Some("order"))).expect("add");
+        b.add(&["vip.test".into()], "/v", None, route("vip", None)).expect("add");
+        let t = b.build().expect("build");
+        assert_eq!(name(t.lookup(None, "/shop/admin/", &Method::GET)), "shop:admin");
+        assert_eq!(name(t.lookup(None, "/shop/orders/7/", &Method::GET)), "shop:order");
+        assert_eq!(name(t.lookup(None, "/shop/orders/7/", &Method::POST)), "405 GET, HEAD");
+        assert_eq!(name(t.lookup(None, "/shop/other/", &Method::GET)), "shop:anything");
+        assert_eq!(name(t.lookup(Some("VIP.test."), "/v", &Method::GET)), "vip:");
     }
 
     #[test]

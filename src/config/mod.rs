@@ -91,6 +91,11 @@ pub struct LimitsConfig {
     pub header_timeout: Duration,
     #[serde(default = "LimitsConfig::default_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Slow-body deadline and the rate that extends it (Apache `RequestReadTimeout body=…,MinRate=…`).
+    #[serde(default = "LimitsConfig::default_body_timeout")]
+    pub body_timeout: Duration,
+    #[serde(default = "LimitsConfig::default_body_min_rate")]
+    pub body_min_rate: ByteSize,
     #[serde(default = "LimitsConfig::default_max_connections")]
     pub max_connections: usize,
     #[serde(default = "LimitsConfig::default_h2_streams")]
@@ -120,6 +125,12 @@ impl LimitsConfig {
     fn default_idle_timeout() -> Duration {
         Duration(std::time::Duration::from_secs(60))
     }
+    fn default_body_timeout() -> Duration {
+        Duration(std::time::Duration::from_secs(20))
+    }
+    fn default_body_min_rate() -> ByteSize {
+        ByteSize(500)
+    }
     fn default_max_connections() -> usize {
         10_000
     }
@@ -140,6 +151,8 @@ impl Default for LimitsConfig {
             body_bytes: Self::default_body_bytes(),
             header_timeout: Self::default_header_timeout(),
             idle_timeout: Self::default_idle_timeout(),
+            body_timeout: Self::default_body_timeout(),
+            body_min_rate: Self::default_body_min_rate(),
             max_connections: Self::default_max_connections(),
             h2_max_concurrent_streams: Self::default_h2_streams(),
             max_requests_per_connection: Self::default_max_requests(),

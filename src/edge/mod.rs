@@ -150,6 +150,7 @@ pub struct Downstream<'a> {
 /// only from a trusted peer, which the gateway then appends to (X-Forwarded-For, Forwarded).
 /// On the common path (untrusted client) this costs one allocation: the `Forwarded` value.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
+    strip_spoofable(headers, d.peer_trusted);
     let peer = d.peer;
     match if d.peer_trusted { joined(headers, &X_FORWARDED_FOR) } else { None } {
         Some(prev) => put(headers, X_FORWARDED_FOR, &format!("{prev}, {}", peer.ip)),
@@ -192,6 +193,36 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         }
         Err(_) => {
             headers.remove(FORWARDED);
+        }
+    }
+}
+
+/// Client-address headers other proxies and frameworks believe (nginx `real_ip_header`, Akamai,
+/// Express `trust proxy`…), dropped unless a trusted proxy sent them; and URL-override headers
+/// (IIS, Symfony, Laminas) that would let a client choose another path than the one routed,
+/// always dropped (reliability.md §2.4, §2.6).
+const CLIENT_ADDRESS: [&str; 3] = ["x-real-ip", "true-client-ip", "x-client-ip"];
+const URL_OVERRIDE: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
+    // One pass over the names; removals (and their lookups) only when one is present.
+    let mut found = false;
+    for name in headers.keys() {
+        let n = name.as_str();
+        if matches!(n.len(), 9 | 11 | 13 | 14) && (URL_OVERRIDE.contains(&n) || CLIENT_ADDRESS.contains(&n)) {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return;
+    }
+    for n in URL_OVERRIDE {
+        headers.remove(n);
+    }
+    if !peer_trusted {
+        for n in CLIENT_ADDRESS {
+            headers.remove(n);
         }
     }
 }
@@ -247,6 +278,23 @@ mod tests {
             "1.2.3.4".parse::<IpAddr>().expect("ip")
         );
         assert_eq!(client_ip("9.9.9.9".parse().expect("ip"), &h, &trusted()), "9.9.9.9".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[test]
+    fn spoofable_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("true-client-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        h.insert("x-other", HeaderValue::from_static("kept"));
+        let mut trusted = h.clone();
+        strip_spoofable(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-other"], "kept");
+        // From a trusted proxy, the address headers are its to set; URL overrides never pass.
+        strip_spoofable(&mut trusted, true);
+        assert_eq!(trusted["x-real-ip"], "6.6.6.6");
+        assert!(trusted.get("x-original-url").is_none());
     }
 
     #[test]

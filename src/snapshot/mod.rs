@@ -429,6 +429,9 @@ impl Compiler<'_> {
         if l.idle_timeout.0.is_zero() {
             self.err(&at(&lp, &[key("idle_timeout")]), "idle_timeout must be more than 0");
         }
+        if l.body_timeout.0.is_zero() {
+            self.err(&at(&lp, &[key("body_timeout")]), "body_timeout must be more than 0");
+        }
         if l.max_connections == 0 {
             self.err(&at(&lp, &[key("max_connections")]), "max_connections must be at least 1");
         }
@@ -444,6 +447,8 @@ impl Compiler<'_> {
                 body_bytes: l.body_bytes.0,
                 header_timeout: l.header_timeout.0,
                 idle_timeout: l.idle_timeout.0,
+                body_timeout: l.body_timeout.0,
+                body_min_rate: l.body_min_rate.0,
             },
             max_connections: l.max_connections,
             h2_max_streams: l.h2_max_concurrent_streams,

@@ -6,6 +6,7 @@ mod support;
 mod core;
 mod framing;
 mod h2abuse;
+mod hardening;
 mod jwt;
 mod limits;
 mod limits_policy;

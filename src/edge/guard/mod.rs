@@ -58,6 +58,11 @@ pub struct GuardLimits {
     pub body_bytes: u64,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A request body must start arriving within this, and keeps `1 s` more for every
+    /// `body_min_rate` bytes received (Apache `RequestReadTimeout body=20,MinRate=500`).
+    pub body_timeout: Duration,
+    /// Bytes per second; 0 makes `body_timeout` a deadline for the whole body.
+    pub body_min_rate: u64,
 }
 
 /// State shared between the guard and the requests served on its connection.
@@ -168,6 +173,8 @@ struct Core {
     sleep: Pin<Box<Sleep>>,
     // True while the deadline is the header deadline (408); false while it is the idle one.
     head_started: bool,
+    // While a body is expected, `sleep` is set to this (see `arm_body`).
+    body_deadline: Instant,
     first_request: bool,
     // Request heads handed to hyper; each gets exactly one response.
     released: usize,
@@ -215,6 +222,7 @@ impl<S> H1Guard<S> {
                 on_reject,
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
                 head_started: false,
+                body_deadline: deadline,
                 first_request: true,
                 released: 0,
                 flushed: 0,
@@ -288,11 +296,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                 State::Body(n) if g.buf.is_empty() && (out.remaining() as u64) <= n => {
                     // Large bodies go straight into hyper's buffer without a copy.
                     let before = out.filled().len();
-                    ready!(inner.as_mut().poll_read(cx, out))?;
+                    if inner.as_mut().poll_read(cx, out)?.is_pending() {
+                        if g.body_too_slow(cx) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
                     let got = (out.filled().len() - before) as u64;
                     if got == 0 {
                         return Poll::Ready(Ok(()));
                     }
+                    g.body_received(got);
                     g.state = if got == n { State::Head } else { State::Body(n - got) };
                     if g.state == State::Head {
                         g.arm_idle();
@@ -320,7 +334,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                     g.eof = true;
                     continue;
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    if matches!(g.state, State::Body(_) | State::Chunked(_)) {
+                        g.body_received(n as u64);
+                    }
                     if g.state == State::Head && !g.head_started {
                         g.head_started = true;
                         let deadline = Instant::now() + g.limits.header_timeout;
@@ -331,6 +348,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if g.state != State::Head {
+                        if g.body_too_slow(cx) {
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                     if g.buf.is_empty() && g.buf.capacity() > 0 {
@@ -375,6 +395,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
 }
 
 impl Core {
+    /// A request body starts: it must arrive within `body_timeout`, extended as bytes come in.
+    fn arm_body(&mut self) {
+        let deadline = Instant::now() + self.limits.body_timeout;
+        self.body_deadline = deadline;
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    fn body_received(&mut self, n: u64) {
+        if self.limits.body_min_rate == 0 || n == 0 {
+            return;
+        }
+        // 1 s more per `body_min_rate` bytes, in microseconds to keep small reads counting.
+        let extra = Duration::from_micros(n.saturating_mul(1_000_000) / self.limits.body_min_rate);
+        self.body_deadline += extra;
+        self.sleep.as_mut().reset(self.body_deadline);
+    }
+
+    /// The socket has nothing while a body is expected: true (and the body refused) once its
+    /// deadline has passed. Only a body being read counts — a request whose body nobody asks
+    /// for is never polled here.
+    fn body_too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        if !matches!(self.state, State::Body(_) | State::Chunked(_)) {
+            return false;
+        }
+        if std::future::Future::poll(self.sleep.as_mut(), cx).is_pending() {
+            return false;
+        }
+        self.refuse_body("the request body did not arrive within edge.limits.body_timeout at body_min_rate");
+        true
+    }
+
     fn arm_idle(&mut self) {
         self.head_started = false;
         self.sleep.as_mut().reset(Instant::now() + self.limits.idle_timeout);
@@ -501,6 +552,8 @@ impl Core {
                 self.state = next;
                 if next == State::Head {
                     self.arm_idle();
+                } else {
+                    self.arm_body();
                 }
                 Step::Progress
             }

@@ -11,6 +11,8 @@ fn limits() -> GuardLimits {
         body_bytes: 100,
         header_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        body_min_rate: 500,
     }
 }
 
