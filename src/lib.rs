@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod identity;
 pub mod listener;
 pub mod observe;
 pub mod policy;
@@ -15,4 +17,5 @@ pub mod route;
 pub mod secrets;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod upstream;

@@ -5,6 +5,7 @@
 //! touches a `config` type. Fields carry their defaults here so the documentation of a key and
 //! its default live side by side.
 
+pub mod store;
 pub mod units;
 pub mod yaml;
 

@@ -1,0 +1,3 @@
+//! Who is calling: subscription keys (and, later, tokens).
+
+pub mod subscription;
