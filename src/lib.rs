@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod expr;
 pub mod identity;
 pub mod listener;
 pub mod observe;

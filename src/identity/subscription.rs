@@ -33,15 +33,10 @@ use crate::respond::{Layer, Problem};
 use crate::store::keys::{is_key_text, KeyHash};
 use crate::store::{unix_now, Scope, State, Store, StoreError, SubscriptionRecord};
 
-/// Who is calling, once a subscription key was accepted (APIM `context.Subscription`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub subscription_id: Arc<str>,
-    pub subscription_name: Arc<str>,
-    /// The product the subscription is scoped to; `None` for API-scoped and all-APIs
-    /// subscriptions (APIM applies no product policies to those).
-    pub product: Option<Arc<str>>,
-}
+/// Who is calling (APIM `context.Subscription`): the pipeline's type, set on the exchange.
+/// `product` is `None` for API-scoped and all-APIs subscriptions (APIM applies no product
+/// policies to those).
+pub use crate::policy::exchange::Caller;
 
 /// Why a key was refused. Texts are fixed: a key never appears in a response or a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

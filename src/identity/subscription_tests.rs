@@ -52,10 +52,10 @@ fn both_keys_work_and_scope_is_enforced() {
         let caller = index.check(&orders, Some(k)).expect("product key");
         assert_eq!(caller.product.as_deref(), Some("starter"));
         assert_eq!(&*caller.subscription_id, "a");
-        assert_eq!(index.check(&billing, Some(k)), Err(Denial::OutOfScope));
+        assert_eq!(index.check(&billing, Some(k)).err(), Some(Denial::OutOfScope));
     }
     assert!(index.check(&orders, Some(&kb[1])).expect("api key").product.is_none());
-    assert_eq!(index.check(&billing, Some(&kb[0])), Err(Denial::OutOfScope));
+    assert_eq!(index.check(&billing, Some(&kb[0])).err(), Some(Denial::OutOfScope));
     assert!(index.check(&billing, Some(&kc[0])).is_ok());
 }
 
@@ -67,14 +67,14 @@ fn missing_invalid_inactive_expired() {
     let (f, kf) = record("f", Scope::AllApis, State::Active, Some(unix_now() + 3600), 4);
     let index = index_with(&[s, x, e, f]);
     let any = access("orders", &[], true);
-    assert_eq!(index.check(&any, None), Err(Denial::Missing));
-    assert_eq!(index.check(&any, Some("")), Err(Denial::Missing));
-    assert_eq!(index.check(&any, Some("not-a-key-but-well-formed")), Err(Denial::Invalid));
-    assert_eq!(index.check(&any, Some("\u{0}bin\u{7f}")), Err(Denial::Invalid));
-    assert_eq!(index.check(&any, Some(&"k".repeat(100_000))), Err(Denial::Invalid));
-    assert_eq!(index.check(&any, Some(&ks[0])), Err(Denial::Inactive(State::Suspended)));
-    assert_eq!(index.check(&any, Some(&kx[1])), Err(Denial::Inactive(State::Cancelled)));
-    assert_eq!(index.check(&any, Some(&ke[0])), Err(Denial::Expired));
+    assert_eq!(index.check(&any, None).err(), Some(Denial::Missing));
+    assert_eq!(index.check(&any, Some("")).err(), Some(Denial::Missing));
+    assert_eq!(index.check(&any, Some("not-a-key-but-well-formed")).err(), Some(Denial::Invalid));
+    assert_eq!(index.check(&any, Some("\u{0}bin\u{7f}")).err(), Some(Denial::Invalid));
+    assert_eq!(index.check(&any, Some(&"k".repeat(100_000))).err(), Some(Denial::Invalid));
+    assert_eq!(index.check(&any, Some(&ks[0])).err(), Some(Denial::Inactive(State::Suspended)));
+    assert_eq!(index.check(&any, Some(&kx[1])).err(), Some(Denial::Inactive(State::Cancelled)));
+    assert_eq!(index.check(&any, Some(&ke[0])).err(), Some(Denial::Expired));
     assert!(index.check(&any, Some(&kf[0])).is_ok());
     let names = KeyNames::default();
     let p = Denial::Missing.problem(&names);
@@ -98,7 +98,7 @@ fn a_changed_record_replaces_its_old_keys() {
         assert_eq!(sync.rev, 2);
     }
     let any = access("orders", &[], true);
-    assert_eq!(index.check(&any, Some(&ka[0])), Err(Denial::Invalid), "old primary is gone");
+    assert_eq!(index.check(&any, Some(&ka[0])).err(), Some(Denial::Invalid), "old primary is gone");
     assert!(index.check(&any, Some(&ka[1])).is_ok(), "secondary still works");
     assert!(index.check(&any, Some(fresh.expose())).is_ok());
     assert_eq!(index.len(), 2);
@@ -129,11 +129,15 @@ fn authenticate_takes_header_then_query_and_strips_both() {
     assert!(!req.headers.contains_key("ocp-apim-subscription-key"));
 
     let mut req = parts("/orders", None);
-    assert_eq!(index.authenticate(&any, &names, &mut req), Err(Denial::Missing));
+    assert_eq!(index.authenticate(&any, &names, &mut req).err(), Some(Denial::Missing));
     let optional = access("orders", &[], false);
-    assert_eq!(index.authenticate(&optional, &names, &mut req), Ok(None));
+    assert!(matches!(index.authenticate(&optional, &names, &mut req), Ok(None)));
     let mut req = parts("/orders", Some("bogus-key-value-xxxxxxxxxxx"));
-    assert_eq!(index.authenticate(&optional, &names, &mut req), Err(Denial::Invalid), "a presented key is checked");
+    assert_eq!(
+        index.authenticate(&optional, &names, &mut req).err(),
+        Some(Denial::Invalid),
+        "a presented key is checked"
+    );
 }
 
 #[test]
