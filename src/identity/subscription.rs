@@ -477,6 +477,33 @@ pub fn remove_query_param(uri: &mut Uri, name: &str) -> Option<String> {
     value
 }
 
+/// The query with the values of the parameters in `names` replaced by `REDACTED`, for the
+/// access log (which records the request as received, before the policy removes the key).
+/// Borrows when there is nothing to hide.
+pub fn redact_query<'q>(query: &'q str, names: &[Box<str>]) -> Cow<'q, str> {
+    let hit = |pair: &str| {
+        let n = pair.split('=').next().unwrap_or("");
+        names.iter().any(|name| n == &**name || percent_decode(n) == **name)
+    };
+    if !query.split('&').any(hit) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((n, _)) if hit(pair) => {
+                out.push_str(n);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// `%XX` decoding; invalid escapes and non-UTF-8 results come out as U+FFFD, which no key has.
 fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {

@@ -200,3 +200,14 @@ fn products_compile_into_access_rules() {
     assert!(!table.access("other").required);
     assert!(table.has_product("free") && !table.has_product("silver"));
 }
+
+#[test]
+fn log_queries_hide_keys() {
+    let names: Vec<Box<str>> = vec!["subscription-key".into(), "apikey".into()];
+    assert!(matches!(redact_query("a=1&b=2", &names), Cow::Borrowed("a=1&b=2")));
+    assert_eq!(
+        redact_query("a=1&subscription-key=s3cr3t&apikey=x", &names),
+        "a=1&subscription-key=REDACTED&apikey=REDACTED"
+    );
+    assert_eq!(redact_query("subscription%2Dkey=s3cr3t", &names), "subscription%2Dkey=REDACTED");
+}
