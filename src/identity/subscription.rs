@@ -326,6 +326,18 @@ impl SubscriptionIndex {
         self.keys.store(Arc::new(map));
     }
 
+    /// Start-up glue: the first load from `store` (so no request is refused for want of it),
+    /// then the refresher. Policies compiled earlier against this index see the subscriptions.
+    pub async fn attach(
+        self: &Arc<Self>,
+        store: &Store,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        self.refresh(store).await?;
+        Ok(self.spawn_refresher(store.clone(), every, stop))
+    }
+
     /// Polls the store every `every` until `stop`; errors are logged once per outage while the
     /// last known subscriptions keep serving.
     pub fn spawn_refresher(

@@ -7,8 +7,10 @@
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
 pub struct PolicyEnv {
-    /// Every subscription in memory (`policy::subscription`); `None` when no store is open.
-    pub subscriptions: Option<std::sync::Arc<crate::identity::subscription::SubscriptionIndex>>,
+    /// Every subscription in memory (`policy::subscription`). Empty until the gateway opens the
+    /// store and fills it (`SubscriptionIndex::refresh`), so policies can be compiled first;
+    /// stays empty for `gatehouse check`.
+    pub subscriptions: std::sync::Arc<crate::identity::subscription::SubscriptionIndex>,
 }
 
 impl PolicyEnv {

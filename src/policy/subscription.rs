@@ -25,9 +25,9 @@ impl Subscription {
         Subscription { index, names, access }
     }
 
-    /// With the gateway's index from `env`; `gatehouse check` (no store opened) gets an empty one.
+    /// With the gateway's index from `env` (empty under `gatehouse check`).
     pub fn for_env(env: &PolicyEnv, names: KeyNames, access: ApiAccess) -> Subscription {
-        Subscription::new(env.subscriptions.clone().unwrap_or_default(), names, access)
+        Subscription::new(env.subscriptions.clone(), names, access)
     }
 }
 
@@ -135,9 +135,11 @@ mod tests {
             expires_at: None,
         };
         let (sub, keys) = store.create_subscription(new).await.expect("create");
-        let env = PolicyEnv { subscriptions: Some(SubscriptionIndex::load(&store).await.expect("index")) };
+        // As at start-up: policies are compiled against the env's empty index, then it is filled.
+        let env = PolicyEnv::default();
         let access = ApiAccess { api: "orders".into(), products: vec![Arc::from("starter")].into(), required: true };
         let p = Subscription::for_env(&env, KeyNames::default(), access);
+        env.subscriptions.refresh(&store).await.expect("first load");
         let chain = vec![Entry { policy: Arc::new(p), scope: "product:starter".into() }];
         let key = keys.primary.expect("key");
         let mut x = exchange("/orders?a=1", Some(key.expose()));
