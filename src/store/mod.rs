@@ -144,6 +144,42 @@ impl Store {
         Ok(store)
     }
 
+    /// What `gatehouse check` can say about `store:` without connecting: (key under `store`,
+    /// message) pairs, empty when it looks usable.
+    pub fn check_config(cfg: &StoreConfig) -> Vec<(&'static str, String)> {
+        let mut errors = Vec::new();
+        let url = cfg.url.trim();
+        let pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if pg {
+            if let Err(e) = PgConnectOptions::from_str(url) {
+                errors.push(("url", format!("invalid PostgreSQL URL: {e}")));
+            }
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let file = rest.strip_prefix("//").unwrap_or(rest);
+            if file.is_empty() || file.starts_with(":memory:") {
+                errors.push(("url", "a SQLite store needs a file path (`sqlite://gatehouse.db`)".into()));
+            }
+        } else {
+            errors.push(("url", "use sqlite://PATH or postgres://…".into()));
+        }
+        match &cfg.schema {
+            Some(_) if !pg => errors.push(("schema", "`schema` applies to PostgreSQL only".into())),
+            Some(s) => {
+                if let Err(StoreError::Config(m)) = check_schema_name(s) {
+                    errors.push(("schema", m));
+                }
+            }
+            None => {}
+        }
+        if cfg.poll_interval.0 < Duration::from_millis(100) {
+            errors.push(("poll_interval", "poll at most every 100ms".into()));
+        }
+        if cfg.max_connections == 0 {
+            errors.push(("max_connections", "at least 1".into()));
+        }
+        errors
+    }
+
     /// `sqlite` or `postgres`.
     pub fn kind(&self) -> &'static str {
         self.kind
@@ -226,6 +262,22 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn config_is_checked_without_connecting() {
+        let ok = StoreConfig::default();
+        assert!(Store::check_config(&ok).is_empty());
+        let bad = StoreConfig {
+            url: "mysql://x".into(),
+            schema: Some("s".into()),
+            poll_interval: crate::config::Duration(Duration::from_millis(10)),
+            max_connections: 0,
+        };
+        let keys: Vec<&str> = Store::check_config(&bad).iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["url", "schema", "poll_interval", "max_connections"]);
+        let pg = StoreConfig { url: "postgres://u@h/db".into(), schema: Some("Bad".into()), ..StoreConfig::default() };
+        assert_eq!(Store::check_config(&pg).len(), 1);
     }
 
     #[test]
