@@ -50,6 +50,18 @@ impl Slot {
             })
             .map(|(_, r)| r)
             .or(self.any.as_ref())
+            .or_else(|| {
+                // A CORS preflight for a path whose operations do not declare OPTIONS goes to an
+                // operation with a `cors` policy, which answers it (otherwise: 405 as before).
+                if method == Method::OPTIONS {
+                    self.methods
+                        .iter()
+                        .find(|(_, r)| r.chain.inbound.iter().any(|e| e.policy.kind() == "cors"))
+                        .map(|(_, r)| r)
+                } else {
+                    None
+                }
+            })
     }
 
     fn allow(&self) -> String {

@@ -123,6 +123,8 @@ impl Gateway {
             shutdown: CancellationToken::new(),
         });
         let snap = gw.active().snapshot.clone();
+        // Providers compiled before the runtime existed start fetching their keys now.
+        snap.env.identity.start();
         gw.apply_listeners(&snap).await?;
         gw.ready.store(true, Ordering::Release);
         tracing::info!(generation = 1, routes = snap.routes.len(), "Gatehouse is serving.");

@@ -5,6 +5,7 @@
 //! touches a `config` type. Fields carry their defaults here so the documentation of a key and
 //! its default live side by side.
 
+pub mod identity;
 pub mod store;
 pub mod units;
 pub mod yaml;
@@ -405,6 +406,10 @@ pub struct OperationConfig {
     pub template: String,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Example responses by status and content type (`"200": { application/json: {…} }`), for
+    /// `mock-response`, which reads them from the document itself.
+    #[serde(default)]
+    pub examples: Option<serde_json::Value>,
 }
 
 /// Policy sections of one scope (APIM `<inbound>`, `<backend>`, `<outbound>`, `<on-error>`).
@@ -464,10 +469,11 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store", "cluster", "secrets"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["products", "store", "cluster"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies"];
+pub const TOP_LEVEL_KEYS: &[&str] =
+    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "secrets", "identity_providers"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.

@@ -7,6 +7,11 @@
 /// Services shared by every compiled policy of one gateway.
 #[derive(Debug, Default)]
 pub struct PolicyEnv {
+    /// Service-identity tokens (`authentication-managed-identity`), keyed by endpoint + client + scope.
+    pub service_tokens: crate::identity::service::Tokens,
+    /// Identity providers by name: JWKS, verified-token caches and refresh tasks kept across
+    /// reloads while a provider's config is unchanged.
+    pub identity: std::sync::Arc<crate::identity::providers::Registry>,
     /// Every subscription in memory (`policy::subscription`). Empty until the gateway opens the
     /// store and fills it (`SubscriptionIndex::refresh`), so policies can be compiled first;
     /// stays empty for `gatehouse check`.

@@ -16,7 +16,33 @@ pub mod exchange;
 mod registry;
 mod run;
 
+pub mod authentication_basic;
+pub mod authentication_certificate;
+pub mod authentication_managed_identity;
+pub mod authorize;
+pub mod forward_identity;
 pub mod return_response;
+pub mod validate_jwt;
+
+mod context;
+mod util;
+
+pub mod check_header;
+pub mod choose;
+pub mod cors;
+pub mod find_and_replace;
+pub mod forward_request;
+pub mod ip_filter;
+pub mod mock_response;
+pub mod retry;
+pub mod rewrite_uri;
+pub mod set_backend_service;
+pub mod set_body;
+pub mod set_header;
+pub mod set_method;
+pub mod set_query_parameter;
+pub mod set_status;
+pub mod set_variable;
 pub mod subscription;
 
 use std::cell::RefCell;
@@ -220,7 +246,21 @@ impl BuildCx<'_> {
         self.doc.error(&self.at(sub), msg)
     }
 
-    // EXPR-HOOK: names()/template()/condition() arrive with the `expr` module.
+    /// The names an expression may use here: this scope's route parameters, the declared
+    /// variables, and `response.*` in outbound and on-error.
+    pub fn names(&self) -> crate::expr::Names<'_> {
+        crate::expr::Names { params: self.params, vars: self.vars, response: self.stage.has_response() }
+    }
+
+    /// A template at `sub` below the policy's value, checked against [`BuildCx::names`].
+    pub fn template(&self, src: &str, sub: &[&str]) -> Result<crate::expr::Template, ConfigError> {
+        crate::expr::Template::parse(src, &self.names()).map_err(|e| self.error(sub, e))
+    }
+
+    /// A condition at `sub` below the policy's value, checked against [`BuildCx::names`].
+    pub fn condition(&self, src: &str, sub: &[&str]) -> Result<crate::expr::Condition, ConfigError> {
+        crate::expr::Condition::parse(src, &self.names()).map_err(|e| self.error(sub, e))
+    }
 
     /// A list of policies below the policy's value (for `choose`), in the same stage and scope.
     /// `base` is not allowed there.

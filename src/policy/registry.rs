@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{return_response, BuildCx, Policy};
+use super::{
+    authentication_basic, authentication_certificate, authentication_managed_identity, authorize, forward_identity,
+    return_response, validate_jwt, BuildCx, Policy,
+};
 use crate::config::ConfigError;
 
 type Built = Result<Arc<dyn Policy>, Vec<ConfigError>>;
@@ -13,7 +16,33 @@ fn arc<P: Policy + 'static>(p: P) -> Arc<dyn Policy> {
 }
 
 /// Every policy kind and its builder.
-const POLICIES: &[(&str, Builder)] = &[("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc))];
+const POLICIES: &[(&str, Builder)] = &[
+    ("return-response", |cx| return_response::ReturnResponse::build(cx).map(arc)),
+    ("set-header", |cx| super::set_header::SetHeader::build(cx).map(arc)),
+    ("set-variable", |cx| super::set_variable::SetVariable::build(cx).map(arc)),
+    ("set-query-parameter", |cx| super::set_query_parameter::SetQueryParameter::build(cx).map(arc)),
+    ("rewrite-uri", |cx| super::rewrite_uri::RewriteUri::build(cx).map(arc)),
+    ("set-body", |cx| super::set_body::SetBody::build(cx).map(arc)),
+    ("find-and-replace", |cx| super::find_and_replace::FindAndReplace::build(cx).map(arc)),
+    ("mock-response", |cx| super::mock_response::MockResponse::build(cx).map(arc)),
+    ("set-method", |cx| super::set_method::SetMethod::build(cx).map(arc)),
+    ("set-status", |cx| super::set_status::SetStatus::build(cx).map(arc)),
+    ("set-backend-service", |cx| super::set_backend_service::SetBackendService::build(cx).map(arc)),
+    ("forward-request", |cx| super::forward_request::ForwardRequest::build(cx).map(arc)),
+    ("retry", |cx| super::retry::Retry::build(cx).map(arc)),
+    ("check-header", |cx| super::check_header::CheckHeader::build(cx).map(arc)),
+    ("choose", |cx| super::choose::Choose::build(cx).map(arc)),
+    ("cors", |cx| super::cors::Cors::build(cx).map(arc)),
+    ("ip-filter", |cx| super::ip_filter::IpFilter::build(cx).map(arc)),
+    ("authentication-basic", |cx| authentication_basic::AuthenticationBasic::build(cx).map(arc)),
+    ("authentication-certificate", |cx| authentication_certificate::AuthenticationCertificate::build(cx).map(arc)),
+    ("authentication-managed-identity", |cx| {
+        authentication_managed_identity::AuthenticationManagedIdentity::build(cx).map(arc)
+    }),
+    ("validate-jwt", |cx| validate_jwt::ValidateJwt::build(cx).map(arc)),
+    ("authorize", |cx| authorize::Authorize::build(cx).map(arc)),
+    ("forward-identity", |cx| forward_identity::ForwardIdentity::build(cx).map(arc)),
+];
 
 /// Every policy kind this build knows, for the "unknown policy" message.
 pub fn kinds() -> impl Iterator<Item = &'static str> {

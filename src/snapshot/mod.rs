@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// The long-lived services the policies were built with; reloads compile with the same.
     pub env: Arc<PolicyEnv>,
+    /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
+    pub secrets: crate::secrets::Sources,
 }
 
 impl Snapshot {
@@ -120,17 +122,20 @@ pub fn compile_str_in(
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut doc = Document::parse(file, text)?;
     let mut errors = Vec::new();
-    crate::secrets::resolve(&mut doc, &mut errors);
+    let secrets = crate::secrets::resolve_in(&mut doc, base_dir, &mut errors);
     let cfg = deserialize_sections(&doc, &mut errors);
     // The values at these paths are stand-ins (see `Document::deserialize_at_lenient`); an
     // unknown key leaves nothing in its place.
     let broken = errors.iter().filter(|e| !e.is_unknown_key()).map(|e| e.path.clone()).collect();
     let vars = crate::policy::declared_variables(&doc);
-    let snapshot =
+    let mut snapshot =
         Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken, env: env.clone(), vars }.compile(&cfg);
     if errors.is_empty() {
+        snapshot.secrets = secrets.sources;
         Ok(snapshot)
     } else {
+        // An error about a value (a bad URL, a wrong type) would echo a resolved secret.
+        secrets.redact(&mut errors);
         config::yaml::sort_errors(&mut errors);
         Err(errors)
     }
@@ -195,6 +200,7 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     if let Some(v) = take(doc, &[key("edge")], errors) {
         cfg.edge = v;
     }
+    crate::identity::providers::compile(doc, errors);
     for (name, path) in doc.map_entries(&[key("backends")]) {
         if let Some(v) = take::<BackendConfig>(doc, &path, errors) {
             cfg.backends.insert(name, v);
@@ -302,6 +308,7 @@ impl Compiler<'_> {
             backends,
             routes,
             env: self.env.clone(),
+            secrets: Default::default(),
         }
     }
 

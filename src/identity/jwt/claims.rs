@@ -1,0 +1,198 @@
+//! Claim checks after the signature: issuer, audience, times, and required claim values.
+//!
+//! They run on every request, cached token or not (a cached token still expires, and two
+//! policies may ask different things of the same token), so they only compare strings already
+//! in memory.
+
+use serde_json::{Map, Value};
+
+use super::Invalid;
+
+/// How the values listed for a required claim must be present in the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    All,
+    Any,
+}
+
+/// One required claim: `roles: [orders.read]`, `{ any_of: [a, b] }`, or `[]` for "present".
+#[derive(Debug, Clone)]
+pub struct ClaimRule {
+    /// A claim name, or a dotted path into nested objects (`realm_access.roles`).
+    pub name: Box<str>,
+    pub values: Vec<Box<str>>,
+    pub mode: Match,
+}
+
+impl ClaimRule {
+    /// Whether `claims` satisfy this rule.
+    pub fn check(&self, claims: &Map<String, Value>) -> bool {
+        let Some(value) = lookup(claims, &self.name) else {
+            return false;
+        };
+        if self.values.is_empty() {
+            return !value.is_null();
+        }
+        let has = |want: &str| claim_values(&self.name, value).any(|v| v == want);
+        match self.mode {
+            Match::All => self.values.iter().all(|w| has(w)),
+            Match::Any => self.values.iter().any(|w| has(w)),
+        }
+    }
+}
+
+/// The claim at `name`: the member itself, else a dotted path through nested objects.
+pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let first = claims.get(parts.next()?)?;
+    parts.try_fold(first, |v, part| v.as_object()?.get(part))
+}
+
+/// The individual values of a claim: array elements; a string (split on spaces for `scope` and
+/// `scp`, RFC 8693 §4.2); numbers and booleans as written.
+pub fn claim_values<'a>(name: &str, value: &'a Value) -> Box<dyn Iterator<Item = std::borrow::Cow<'a, str>> + 'a> {
+    use std::borrow::Cow;
+    let scalar = |v: &'a Value| -> Option<Cow<'a, str>> {
+        match v {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            _ => None,
+        }
+    };
+    let space_separated = name == "scope" || name == "scp" || name.ends_with(".scope");
+    match value {
+        Value::Array(items) => Box::new(items.iter().filter_map(scalar)),
+        Value::String(s) if space_separated => Box::new(s.split(' ').filter(|p| !p.is_empty()).map(Cow::Borrowed)),
+        other => Box::new(scalar(other).into_iter()),
+    }
+}
+
+/// `exp`, `nbf`, `iat` against `now` (Unix seconds) with `skew` seconds of tolerance.
+pub fn check_times(claims: &Map<String, Value>, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
+    let time = |name: &str| claims.get(name).and_then(Value::as_f64);
+    let now = now as f64;
+    let skew = skew as f64;
+    match time("exp") {
+        Some(exp) if now >= exp + skew => return Err(Invalid::Expired),
+        None if require_exp => return Err(Invalid::NoExpiry),
+        _ => {}
+    }
+    if let Some(nbf) = time("nbf") {
+        if now + skew < nbf {
+            return Err(Invalid::NotYetValid);
+        }
+    }
+    if let Some(iat) = time("iat") {
+        if now + skew < iat {
+            return Err(Invalid::IssuedInFuture);
+        }
+    }
+    Ok(())
+}
+
+/// `iss` must equal one of `issuers` exactly (an empty list accepts any issuer).
+pub fn check_issuer(claims: &Map<String, Value>, issuers: &[&str]) -> Result<(), Invalid> {
+    if issuers.is_empty() {
+        return Ok(());
+    }
+    match claims.get("iss").and_then(Value::as_str) {
+        Some(iss) if issuers.contains(&iss) => Ok(()),
+        _ => Err(Invalid::Issuer),
+    }
+}
+
+/// `aud` (a string or an array) must contain one of `audiences` exactly.
+pub fn check_audience(claims: &Map<String, Value>, audiences: &[Box<str>]) -> Result<(), Invalid> {
+    if audiences.is_empty() {
+        return Ok(());
+    }
+    let ok = match claims.get("aud") {
+        Some(Value::String(a)) => audiences.iter().any(|w| **w == **a),
+        Some(Value::Array(items)) => {
+            items.iter().filter_map(Value::as_str).any(|a| audiences.iter().any(|w| **w == *a))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::Audience)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("test claims must be an object"),
+        }
+    }
+
+    fn rule(name: &str, values: &[&str], mode: Match) -> ClaimRule {
+        ClaimRule { name: name.into(), values: values.iter().map(|v| (*v).into()).collect(), mode }
+    }
+
+    #[test]
+    fn required_claims_all_any_present_arrays_and_scopes() {
+        let c = obj(json!({
+            "roles": ["orders.read", "orders.write"],
+            "scp": "orders.read  profile",
+            "scope": "a b",
+            "tid": "t1",
+            "admin": true,
+            "realm_access": { "roles": ["ops"] }
+        }));
+        assert!(rule("roles", &["orders.read"], Match::All).check(&c));
+        assert!(rule("roles", &["orders.read", "orders.write"], Match::All).check(&c));
+        assert!(!rule("roles", &["orders.read", "admin"], Match::All).check(&c));
+        assert!(rule("roles", &["admin", "orders.write"], Match::Any).check(&c));
+        assert!(rule("scp", &["profile", "orders.read"], Match::All).check(&c));
+        assert!(!rule("scp", &["orders"], Match::Any).check(&c), "no substring matches");
+        assert!(rule("scope", &["b"], Match::All).check(&c));
+        assert!(rule("tid", &["t1"], Match::All).check(&c));
+        assert!(!rule("tid", &["t1 "], Match::All).check(&c));
+        assert!(rule("admin", &["true"], Match::All).check(&c));
+        assert!(rule("realm_access.roles", &["ops"], Match::All).check(&c));
+        assert!(rule("tid", &[], Match::All).check(&c), "presence");
+        assert!(!rule("missing", &[], Match::All).check(&c));
+        assert!(!rule("missing", &["x"], Match::Any).check(&c));
+    }
+
+    #[test]
+    fn times_with_skew() {
+        let c = obj(json!({ "exp": 1000, "nbf": 900, "iat": 900 }));
+        assert_eq!(check_times(&c, 950, 0, true), Ok(()));
+        assert_eq!(check_times(&c, 1000, 0, true), Err(Invalid::Expired));
+        assert_eq!(check_times(&c, 1029, 30, true), Ok(()));
+        assert_eq!(check_times(&c, 1030, 30, true), Err(Invalid::Expired));
+        assert_eq!(check_times(&c, 880, 0, true), Err(Invalid::NotYetValid));
+        assert_eq!(check_times(&c, 880, 30, true), Ok(()));
+        let future_iat = obj(json!({ "exp": 5000, "iat": 2000 }));
+        assert_eq!(check_times(&future_iat, 1000, 60, true), Err(Invalid::IssuedInFuture));
+        let no_exp = obj(json!({ "sub": "x" }));
+        assert_eq!(check_times(&no_exp, 1000, 0, true), Err(Invalid::NoExpiry));
+        assert_eq!(check_times(&no_exp, 1000, 0, false), Ok(()));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_exact() {
+        let c = obj(json!({ "iss": "https://idp/", "aud": ["api://a", "api://b"] }));
+        assert_eq!(check_issuer(&c, &["https://idp/"]), Ok(()));
+        assert_eq!(check_issuer(&c, &["https://idp"]), Err(Invalid::Issuer));
+        assert_eq!(check_audience(&c, &["api://b".into()]), Ok(()));
+        assert_eq!(check_audience(&c, &["api://c".into(), "api://a".into()]), Ok(()));
+        assert_eq!(check_audience(&c, &["api://".into()]), Err(Invalid::Audience));
+        let single = obj(json!({ "aud": "api://a" }));
+        assert_eq!(check_audience(&single, &["api://a".into()]), Ok(()));
+        assert_eq!(check_audience(&obj(json!({})), &["api://a".into()]), Err(Invalid::Audience));
+        assert_eq!(check_issuer(&obj(json!({ "iss": 5 })), &["5"]), Err(Invalid::Issuer));
+    }
+}
