@@ -1,6 +1,11 @@
 //! The admin listener (axum): `/healthz`, `/readyz`, and the admin API. Mutations need the
 //! admin token (`Authorization: Bearer …`), compared in constant time; without a configured
-//! token they are refused.
+//! token they are refused. The subscription routes (`/subscriptions…`, all behind the token,
+//! reads included) are in `admin/subscriptions.rs`.
+
+mod subscriptions;
+
+pub use subscriptions::{subscription_router, SubscriptionAdmin};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,11 +52,20 @@ impl RunningAdmin {
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    router_with(gw, None)
+}
+
+/// The admin router, with the subscription routes when a store is open.
+pub fn router_with(gw: Arc<Gateway>, subscriptions: Option<SubscriptionAdmin>) -> Router {
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
-        .with_state(gw)
+        .with_state(gw);
+    match subscriptions {
+        Some(s) => base.merge(subscription_router(s)),
+        None => base,
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

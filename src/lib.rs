@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod expr;
@@ -18,4 +19,5 @@ pub mod route;
 pub mod secrets;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod upstream;

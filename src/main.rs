@@ -29,6 +29,8 @@ enum Command {
         #[arg(short, long, default_value = "gatehouse.yaml")]
         config: PathBuf,
     },
+    /// Manage subscriptions and their keys in the store.
+    Subscription(gatehouse::cli::subscription::SubscriptionArgs),
     /// Print the version.
     Version,
 }
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Run { config } => run(config),
+        Command::Subscription(args) => gatehouse::cli::subscription::run(args),
     }
 }
 

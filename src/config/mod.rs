@@ -6,6 +6,7 @@
 //! its default live side by side.
 
 pub mod identity;
+pub mod store;
 pub mod units;
 pub mod yaml;
 

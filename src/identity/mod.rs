@@ -1,7 +1,8 @@
 //! Who is calling, and who the gateway is towards backends: `jwt` (token validation),
 //! `providers` (identity providers and their keys), `service` (the gateway's own
-//! client-credentials tokens).
+//! client-credentials tokens), `subscription` (subscription keys and their in-memory index).
 
 pub mod jwt;
 pub mod providers;
 pub mod service;
+pub mod subscription;

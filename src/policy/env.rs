@@ -14,6 +14,10 @@ pub struct PolicyEnv {
     pub identity: std::sync::Arc<crate::identity::providers::Registry>,
     /// Rate-limit, quota and concurrency counters (in-process, or shared through `cluster.redis`).
     pub limits: crate::ratelimit::LimitsCell,
+    /// Every subscription in memory (`policy::subscription`). Empty until the gateway opens the
+    /// store and fills it (`SubscriptionIndex::refresh`), so policies can be compiled first;
+    /// stays empty for `gatehouse check`.
+    pub subscriptions: std::sync::Arc<crate::identity::subscription::SubscriptionIndex>,
 }
 
 impl PolicyEnv {

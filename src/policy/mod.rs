@@ -47,6 +47,7 @@ pub mod set_method;
 pub mod set_query_parameter;
 pub mod set_status;
 pub mod set_variable;
+pub mod subscription;
 
 use std::cell::RefCell;
 use std::fmt;
