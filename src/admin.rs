@@ -33,7 +33,12 @@ impl RunningAdmin {
     pub fn start(gw: Arc<Gateway>, bind: String, listener: TcpListener) -> std::io::Result<RunningAdmin> {
         let local_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let app = router(gw);
+        let subscriptions = gw.store().map(|store| SubscriptionAdmin {
+            gw: gw.clone(),
+            store: store.clone(),
+            index: Some(gw.active().snapshot.env.subscriptions.clone()),
+        });
+        let app = router_with(gw, subscriptions);
         let s = stop.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await;

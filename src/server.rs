@@ -89,6 +89,8 @@ pub enum ReloadError {
     AccessLog { path: String, source: std::io::Error },
     #[error("TLS setup failed for listener `{name}`: {message}")]
     Tls { name: String, message: String },
+    #[error("cannot open the store: {0}")]
+    Store(String),
 }
 
 pub struct Gateway {
@@ -102,6 +104,8 @@ pub struct Gateway {
     conn_limit: Arc<Semaphore>,
     reload_lock: Mutex<()>,
     pub shutdown: CancellationToken,
+    /// The store opened at start (subscriptions); a changed `store:` takes a restart.
+    store: std::sync::OnceLock<crate::store::Store>,
 }
 
 impl Gateway {
@@ -121,10 +125,23 @@ impl Gateway {
             conn_limit,
             reload_lock: Mutex::new(()),
             shutdown: CancellationToken::new(),
+            store: std::sync::OnceLock::new(),
         });
         let snap = gw.active().snapshot.clone();
         // Providers compiled before the runtime existed start fetching their keys now.
         snap.env.identity.start();
+        if let Some(cfg) = &snap.store {
+            // Subscriptions are loaded before the first request, so no valid key is refused.
+            let base = gw.config_path.as_deref().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("."));
+            let store =
+                crate::store::Store::open(cfg, base).await.map_err(|e| ReloadError::Store(e.to_string()))?;
+            snap.env
+                .subscriptions
+                .attach(&store, cfg.poll_interval.0, gw.shutdown.child_token())
+                .await
+                .map_err(|e| ReloadError::Store(e.to_string()))?;
+            let _ = gw.store.set(store);
+        }
         gw.apply_listeners(&snap).await?;
         gw.ready.store(true, Ordering::Release);
         tracing::info!(generation = 1, routes = snap.routes.len(), "Gatehouse is serving.");
@@ -147,6 +164,11 @@ impl Gateway {
     /// Where listener `name` is bound (tests bind port 0 and ask).
     pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.lock().await.iter().find(|l| l.name == name).map(|l| l.local_addr)
+    }
+
+    /// The store, when the config has one (admin API, subscriptions).
+    pub fn store(&self) -> Option<&crate::store::Store> {
+        self.store.get()
     }
 
     pub async fn admin_addr(&self) -> Option<SocketAddr> {

@@ -408,6 +408,9 @@ pub struct ApiConfig {
     pub operations: Vec<OperationConfig>,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Where the subscription key is read when the API belongs to a product.
+    #[serde(default)]
+    pub subscription_key: store::SubscriptionKeyConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,7 +485,7 @@ impl<'de> Deserialize<'de> for PolicyConfig {
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["products", "store"];
+pub const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// Every top-level key, in the order `check` reports them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -496,6 +499,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "secrets",
     "identity_providers",
     "cluster",
+    "store",
+    "products",
 ];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
@@ -512,4 +517,8 @@ pub struct ConfigDoc {
     pub policies: PoliciesConfig,
     /// Shared counters for several nodes (`docs/rate-limits.md`).
     pub cluster: Option<crate::ratelimit::ClusterConfig>,
+    /// Subscriptions, quotas (`docs/subscriptions.md`).
+    pub store: Option<store::StoreConfig>,
+    /// Products: APIs bundled behind subscriptions, with product-scope policies.
+    pub products: BTreeMap<String, store::ProductConfig>,
 }

@@ -76,6 +76,9 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// The long-lived services the policies were built with; reloads compile with the same.
     pub env: Arc<PolicyEnv>,
+    /// The store to open at start (subscriptions): `store:`, or the default SQLite file when
+    /// products exist without one.
+    pub store: Option<config::store::StoreConfig>,
     /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
     pub secrets: crate::secrets::Sources,
 }
@@ -195,6 +198,12 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     }
     cfg.admin = take(doc, &[key("admin")], errors);
     cfg.cluster = take(doc, &[key("cluster")], errors);
+    cfg.store = take(doc, &[key("store")], errors);
+    for (name, path) in doc.map_entries(&[key("products")]) {
+        if let Some(v) = take::<config::store::ProductConfig>(doc, &path, errors) {
+            cfg.products.insert(name, v);
+        }
+    }
     if let Some(v) = take(doc, &[key("policies")], errors) {
         cfg.policies = v;
     }
@@ -296,6 +305,11 @@ impl Compiler<'_> {
         for (k, msg) in self.env.limits.configure(cfg.cluster.as_ref()) {
             self.err(&[key("cluster"), key(k)], msg);
         }
+        if let Some(store) = &cfg.store {
+            for (k, msg) in crate::store::Store::check_config(store) {
+                self.err(&[key("store"), key(k)], msg);
+            }
+        }
         let routes = self.routes(cfg);
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
@@ -314,6 +328,7 @@ impl Compiler<'_> {
             routes,
             env: self.env.clone(),
             secrets: Default::default(),
+            store: cfg.store.clone().or_else(|| (!cfg.products.is_empty()).then(Default::default)),
         }
     }
 

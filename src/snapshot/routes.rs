@@ -9,7 +9,8 @@ use http::Method;
 use super::{at, key, Compiler};
 use crate::config::yaml::{format_path, NodeKind};
 use crate::config::{ApiConfig, ConfigDoc, PathSeg};
-use crate::policy::Chain;
+use crate::identity::subscription::{KeyNames, ProductTable};
+use crate::policy::{Chain, Entry};
 use crate::route::{display_pattern, join_template, Api, Claim, ConflictKind, Route, RouteTable, RouteTableBuilder};
 
 impl Compiler<'_> {
@@ -26,6 +27,22 @@ impl Compiler<'_> {
         let mut builder = RouteTableBuilder::default();
         let mut origins = RouteOrigins::default();
         let global = self.sections(&cfg.policies, &[key("policies")], "global", &[]).flatten(&Chain::default());
+        // Products: which APIs they bundle, and their policies around the global scope.
+        let api_names: std::collections::BTreeSet<String> = cfg.apis.keys().cloned().collect();
+        let mut product_errors = Vec::new();
+        let products =
+            ProductTable::compile(self.doc, &[key("products")], &cfg.products, &api_names, &mut product_errors);
+        for e in product_errors {
+            self.push(e);
+        }
+        let mut product_chains: HashMap<String, Chain> = HashMap::new();
+        for (pname, product) in &cfg.products {
+            let pp = [key("products"), key(pname), key("policies")];
+            let chain = self.sections(&product.policies, &pp, &format!("product:{pname}"), &[]).flatten(&global);
+            if !chain.is_empty() {
+                product_chains.insert(pname.clone(), chain);
+            }
+        }
         // In file order, so a conflict is reported on the API or operation written later.
         for (name, _) in self.doc.map_entries(&[key("apis")]) {
             let Some(a) = cfg.apis.get(&name) else { continue };
@@ -72,11 +89,55 @@ impl Compiler<'_> {
             let mut api_params: Vec<String> = a.operations.iter().flat_map(|o| template_params(&o.template)).collect();
             api_params.sort();
             api_params.dedup();
+            // The subscription check, when the API is in a product, runs before every policy (as
+            // APIM checks the key first); product policies sit between global and API.
+            let access = products.access(&name);
+            let with_policies: Vec<&str> =
+                access.products.iter().map(|p| &**p).filter(|p| product_chains.contains_key(*p)).collect();
+            let outer = match with_policies.as_slice() {
+                [] => &global,
+                [one] => &product_chains[*one],
+                several => {
+                    self.err(
+                        &at(&p, &[key("path")]),
+                        format!(
+                            "this API is in several products with policies ({}); product policies need the API \
+                             in one product",
+                            several.join(", ")
+                        ),
+                    );
+                    &global
+                }
+            };
+            let subscription = if access.products.is_empty() {
+                None
+            } else {
+                match KeyNames::new(&a.subscription_key) {
+                    Ok(names) => Some(Entry {
+                        policy: Arc::new(crate::policy::subscription::Subscription::for_env(
+                            &self.env,
+                            names,
+                            access.clone(),
+                        )),
+                        scope: format!("api:{name}").into(),
+                    }),
+                    Err(msg) => {
+                        self.err(&at(&p, &[key("subscription_key")]), msg);
+                        None
+                    }
+                }
+            };
+            let with_subscription = |mut chain: Chain| {
+                if let Some(e) = &subscription {
+                    chain.inbound.insert(0, e.clone());
+                }
+                chain
+            };
             let api_chain = self
                 .sections(&a.policies, &at(&p, &[key("policies")]), &format!("api:{name}"), &api_params)
-                .flatten(&global);
+                .flatten(outer);
             if a.operations.is_empty() {
-                let chain = Arc::new(api_chain);
+                let chain = Arc::new(with_subscription(api_chain));
                 self.check_terminal(&p, a, &chain);
                 if !routable {
                     continue;
@@ -133,7 +194,7 @@ impl Compiler<'_> {
                         &template_params(&op.template),
                     )
                     .flatten(&api_chain);
-                let chain = Arc::new(op_chain);
+                let chain = Arc::new(with_subscription(op_chain));
                 if a.backend.is_none() && !chain.terminates() {
                     self.err(
                         &op_p,
