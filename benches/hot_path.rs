@@ -59,6 +59,7 @@ fn route_table(routes: usize) -> (RouteTable, usize) {
                 api: api.clone(),
                 operation: Some(format!("{method}-{template}")),
                 chain: chain.clone(),
+                metrics: Default::default(),
             });
             for pattern in join_template(&api.prefix, template) {
                 b.add(&[], &pattern, Some(method.clone()), route.clone()).expect("no conflict");

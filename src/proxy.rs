@@ -19,6 +19,7 @@ use crate::body::{ResponseBody, UpstreamBody};
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
 use crate::observe::access_log::LogRecord;
+use crate::observe::metrics::RequestFacts;
 use crate::observe::RequestTail;
 use crate::policy::{Outcome, PolicyCx};
 use crate::respond::{Layer, Problem};
@@ -134,6 +135,22 @@ pub async fn handle(
             time_backend: trace.time_backend,
         };
         tail.log_with(log.clone(), record, started);
+    }
+    if active.observe.active() {
+        let facts = RequestFacts {
+            backend: trace.time_backend.and(trace.route.as_ref()).and_then(|r| r.api.backend.as_deref()).map(Arc::from),
+            route: trace.route,
+            product: None,
+            subscription: None,
+            status: resp.status().as_u16(),
+            layer: trace.layer,
+            policy: trace.policy,
+            time_edge: trace.edge_done.unwrap_or(started).duration_since(started),
+            time_policy: (!trace.time_policy.is_zero()).then_some(trace.time_policy),
+            time_backend: trace.time_backend,
+            ..RequestFacts::default()
+        };
+        active.observe.finish(&mut tail, facts, started);
     }
     resp.body_mut().set_tail(tail);
     Ok(resp)

@@ -27,6 +27,8 @@ pub struct Route {
     pub api: Arc<Api>,
     pub operation: Option<String>,
     pub chain: Arc<Chain>,
+    /// This route's metric series, interned on its first request.
+    pub metrics: crate::observe::metrics::RouteCell,
 }
 
 #[derive(Debug, Default)]
@@ -394,6 +396,7 @@ mod tests {
             api: Arc::new(Api { name: api.into(), prefix: String::new(), backend: None }),
             operation: op.map(str::to_owned),
             chain: Arc::new(Chain::default()),
+            metrics: Default::default(),
         })
     }
 

@@ -432,7 +432,7 @@ pub enum PolicyConfig {
 pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "policies", "store", "cluster", "secrets"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis", "telemetry"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.
@@ -444,4 +444,5 @@ pub struct ConfigDoc {
     pub edge: EdgeConfig,
     pub backends: BTreeMap<String, BackendConfig>,
     pub apis: BTreeMap<String, ApiConfig>,
+    pub telemetry: crate::observe::telemetry::TelemetryConfig,
 }

@@ -74,6 +74,7 @@ pub struct Snapshot {
     pub access_log: AccessLogSpec,
     pub backends: BTreeMap<String, Arc<BackendSpec>>,
     pub routes: RouteTable,
+    pub telemetry: crate::observe::telemetry::TelemetrySpec,
 }
 
 impl Snapshot {
@@ -170,6 +171,9 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
         cfg.listeners = v;
     }
     cfg.admin = take(doc, &[key("admin")], errors);
+    if let Some(v) = take(doc, &[key("telemetry")], errors) {
+        cfg.telemetry = v;
+    }
     if let Some(v) = take(doc, &[key("edge")], errors) {
         cfg.edge = v;
     }
@@ -248,6 +252,7 @@ impl Compiler<'_> {
         let access_log = self.access_log(cfg);
         let backends = self.backends(cfg);
         let routes = self.routes(cfg);
+        let telemetry = crate::observe::telemetry::compile(&cfg.telemetry, self.doc, self.errors);
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
                 self.err(&[key("runtime"), key("workers")], "workers must be between 1 and 1024");
@@ -263,6 +268,7 @@ impl Compiler<'_> {
             access_log,
             backends,
             routes,
+            telemetry,
         }
     }
 

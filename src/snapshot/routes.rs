@@ -76,7 +76,7 @@ impl Compiler<'_> {
                 if !routable {
                     continue;
                 }
-                let route = Arc::new(Route { api: api.clone(), operation: None, chain });
+                let route = Arc::new(Route { api: api.clone(), operation: None, chain, metrics: Default::default() });
                 let shown = if prefix.is_empty() { "/" } else { &prefix };
                 origins.add(
                     &route,
@@ -129,7 +129,12 @@ impl Compiler<'_> {
                     );
                 }
                 let Some(method) = method.filter(|_| routable && template_ok) else { continue };
-                let route = Arc::new(Route { api: api.clone(), operation: Some(op.id.clone()), chain });
+                let route = Arc::new(Route {
+                    api: api.clone(),
+                    operation: Some(op.id.clone()),
+                    chain,
+                    metrics: Default::default(),
+                });
                 let path = match op.template.as_str() {
                     "/" if !prefix.is_empty() => prefix.clone(),
                     t => display_pattern(&format!("{prefix}{t}")),

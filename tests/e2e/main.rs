@@ -7,5 +7,6 @@ mod core;
 mod framing;
 mod h2abuse;
 mod limits;
+mod metrics;
 mod tls;
 mod upstream;
