@@ -16,7 +16,12 @@ use gatehouse::route::{Api, Route};
 
 fn route() -> Arc<Route> {
     Arc::new(Route {
-        api: Arc::new(Api { name: "orders".into(), prefix: "/orders".into(), backend: Some("orders".into()) }),
+        api: Arc::new(Api {
+            name: "orders".into(),
+            prefix: "/orders".into(),
+            backend: Some("orders".into()),
+            server_timing: false,
+        }),
         operation: Some("get-order".into()),
         chain: Arc::new(Chain::default()),
         metrics: Default::default(),

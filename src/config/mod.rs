@@ -393,6 +393,9 @@ pub struct ApiConfig {
     pub operations: Vec<OperationConfig>,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Add a `Server-Timing` header (edge, policy, backend durations) to this API's responses.
+    #[serde(default)]
+    pub server_timing: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,8 @@ pub mod access_log;
 pub mod admin;
 pub mod metrics;
 pub mod telemetry;
+pub mod timing;
+pub mod trace;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -67,7 +67,12 @@ impl Compiler<'_> {
             let routable =
                 prefix.is_some() && (a.hosts.is_empty() || !hosts.is_empty()) && !self.broken.contains(&operations);
             let prefix = prefix.unwrap_or_default();
-            let api = Arc::new(Api { name: name.clone(), prefix: prefix.clone(), backend: a.backend.clone() });
+            let api = Arc::new(Api {
+                name: name.clone(),
+                prefix: prefix.clone(),
+                backend: a.backend.clone(),
+                server_timing: a.server_timing,
+            });
             let api_inbound = self.policies(&a.policies.inbound, &at(&p, &[key("policies"), key("inbound")]));
             let api_chain = api_inbound.flatten(&[]);
             if a.operations.is_empty() {

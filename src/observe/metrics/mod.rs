@@ -72,6 +72,8 @@ pub struct RequestFacts {
     pub layer: Option<Layer>,
     /// The policy that answered or rejected.
     pub policy: Option<&'static str>,
+    /// The backend's status, when it answered.
+    pub upstream_status: Option<u16>,
     pub time_edge: Duration,
     /// `None` when no policy ran.
     pub time_policy: Option<Duration>,

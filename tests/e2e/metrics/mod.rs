@@ -1,6 +1,9 @@
-//! Prometheus metrics at `GET /metrics` on the admin listener, read with a real text-format
-//! parser after known traffic: counts by API, status class and the layer that failed (edge,
-//! backend, none), histograms per layer, backend health, events, and bounded cardinality.
+//! Observability. Here: Prometheus metrics at `GET /metrics` on the admin listener, read with a
+//! real text-format parser after known traffic: counts by API, status class and the layer that
+//! failed (edge, backend, none), histograms per layer, backend health, events, bounded
+//! cardinality, and the `Server-Timing` header. `traces`: OTLP export and trace propagation.
+
+mod traces;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -226,4 +229,35 @@ async fn distinct_paths_keys_and_addresses_do_not_create_series() {
     for leak in ["key-1", "k10", "10.0.0.1", "/unrouted"] {
         assert!(!text.contains(leak), "/metrics contains {leak}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_timing_only_where_enabled() {
+    let b = slow_backend(Duration::from_millis(30)).await;
+    let yaml = format!(
+        r#"
+listeners: [ {{ name: main, bind: "127.0.0.1:0" }} ]
+edge: {{ access_log: {{ format: off }} }}
+backends: {{ b: {{ servers: [ {{ url: "http://{}" }} ] }} }}
+apis:
+  timed: {{ path: /timed, backend: b, server_timing: true }}
+  quiet: {{ path: /quiet, backend: b }}
+"#,
+        b.addr
+    );
+    let g = gateway(&yaml).await;
+    let got = get(&g.url("/timed/x")).await;
+    assert_eq!(got.status, 200);
+    let v = got.headers.get("server-timing").expect("Server-Timing").to_str().expect("ascii").to_owned();
+    let parts: Vec<(&str, f64)> = v
+        .split(", ")
+        .map(|p| {
+            let (name, dur) = p.split_once(";dur=").expect("name;dur=ms");
+            (name, dur.parse().expect("milliseconds"))
+        })
+        .collect();
+    assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), ["edge", "backend"], "{v}");
+    assert!(parts[1].1 >= 30.0, "the backend took at least 30 ms: {v}");
+    assert!(parts[0].1 < parts[1].1, "{v}");
+    assert!(get(&g.url("/quiet/x")).await.headers.get("server-timing").is_none(), "off by default");
 }
