@@ -113,23 +113,56 @@ impl Body for ResponseBody {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The request body sent to a backend.
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Option<Incoming>,
-        seen: u64,
-        limit: u64,
-    }
+/// The request body sent to a backend: nothing, the client's body streamed through the size
+/// limit, or a body a policy buffered or wrote (`set-body`).
+pub struct UpstreamBody {
+    inner: Upstream,
+    seen: u64,
+    limit: u64,
+}
+
+enum Upstream {
+    Stream(Incoming),
+    Full(Option<Bytes>),
 }
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        UpstreamBody { inner: None, seen: 0, limit: 0 }
+        UpstreamBody { inner: Upstream::Full(None), seen: 0, limit: 0 }
     }
 
     pub fn streaming(body: Incoming, limit: u64) -> Self {
-        UpstreamBody { inner: Some(body), seen: 0, limit }
+        UpstreamBody { inner: Upstream::Stream(body), seen: 0, limit }
+    }
+
+    pub fn full(data: Bytes) -> Self {
+        UpstreamBody { inner: Upstream::Full(if data.is_empty() { None } else { Some(data) }), seen: 0, limit: 0 }
+    }
+
+    /// A copy of a buffered body (see [`UpstreamBody::buffer`]); a streaming body cannot be copied
+    /// and gives an empty one.
+    pub fn clone_buffered(&self) -> Self {
+        match &self.inner {
+            Upstream::Full(data) => UpstreamBody { inner: Upstream::Full(data.clone()), seen: 0, limit: 0 },
+            Upstream::Stream(_) => UpstreamBody::empty(),
+        }
+    }
+
+    /// Reads the whole body (bounded by the same limit) and keeps it, so it can still be sent.
+    pub async fn buffer(&mut self) -> Result<Bytes, BodyError> {
+        use http_body_util::BodyExt;
+        if let Upstream::Full(data) = &self.inner {
+            return Ok(data.clone().unwrap_or_default());
+        }
+        let mut out = bytes::BytesMut::new();
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        let data = out.freeze();
+        self.inner = Upstream::Full(Some(data.clone()));
+        Ok(data)
     }
 }
 
@@ -138,16 +171,17 @@ impl Body for UpstreamBody {
     type Error = BodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.project();
-        let Some(body) = this.inner.as_pin_mut() else {
-            return Poll::Ready(None);
+        let this = self.get_mut();
+        let body = match &mut this.inner {
+            Upstream::Full(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Upstream::Stream(body) => body,
         };
-        match body.poll_frame(cx) {
+        match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    *this.seen += d.len() as u64;
-                    if *this.seen > *this.limit {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *this.limit })));
+                    this.seen += d.len() as u64;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -159,10 +193,16 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            Upstream::Full(data) => data.is_none(),
+            Upstream::Stream(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.inner {
+            Upstream::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Upstream::Stream(b) => b.size_hint(),
+        }
     }
 }

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod edge;
+pub mod expr;
+pub mod identity;
 pub mod listener;
 pub mod observe;
 pub mod policy;

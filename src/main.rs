@@ -134,6 +134,7 @@ async fn serve(snapshot: snapshot::Snapshot, path: PathBuf) -> ExitCode {
     if watch {
         tokio::spawn(watch_file(gw.clone(), path));
     }
+    tokio::spawn(watch_secrets(gw.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&gw).await,
@@ -177,6 +178,20 @@ async fn watch_file(gw: std::sync::Arc<Gateway>, path: PathBuf) {
         if now != last && now.is_some() {
             last = now;
             tracing::info!(file = %path.display(), "Config file changed.");
+            reload(&gw).await;
+        }
+    }
+}
+
+/// Secret rotation: a secret file the active config read changed (polled each second) → reload,
+/// whatever `runtime.watch_config` says, so a rotated admin token or client secret needs no restart.
+async fn watch_secrets(gw: std::sync::Arc<Gateway>) {
+    let mut watcher = gatehouse::secrets::Watcher::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if watcher.changed(&gw.active().snapshot.secrets) {
+            tracing::info!("A secret file changed.");
             reload(&gw).await;
         }
     }

@@ -23,7 +23,7 @@ use crate::observe::metrics::RequestFacts;
 use crate::observe::timing::{self as server_timing, SERVER_TIMING};
 use crate::observe::trace::{StartInfo, TRACEPARENT};
 use crate::observe::RequestTail;
-use crate::policy::{Outcome, PolicyCx};
+use crate::policy::{run_section, BackendPlan, Chain, ErrorInfo, Exchange, Flow, RetryPlan, Stage};
 use crate::respond::{Layer, Problem};
 use crate::route::{Lookup, Route};
 use crate::server::Active;
@@ -262,8 +262,8 @@ async fn serve(
     let host = raw_host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
 
     // Route.
-    let route = match snap.routes.lookup(host, &path, req.method()) {
-        Lookup::Found(r) => r.clone(),
+    let (route, params) = match snap.routes.lookup(host, &path, req.method()) {
+        Lookup::Found(r, params) => (r.clone(), params),
         Lookup::MethodNotAllowed(allow) => {
             let p = Problem::edge(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -282,66 +282,227 @@ async fn serve(
     trace.route = Some(route.clone());
     trace.edge_done = Some(Instant::now());
 
-    // Policies (inbound).
-    if !route.chain.inbound.is_empty() {
-        let t = Instant::now();
-        let cx = PolicyCx {
-            method: req.method(),
-            path: &path,
-            headers: req.headers(),
-            request_id: request_id.to_str().unwrap_or("-"),
-        };
-        for policy in &route.chain.inbound {
-            if let Outcome::Respond(resp) = policy.on_request(&cx) {
-                trace.policy = Some(policy.kind());
-                trace.time_policy = t.elapsed();
-                return Ok(*resp);
-            }
-        }
-        trace.time_policy = t.elapsed();
-    }
-
-    // Upstream.
-    let Some(backend_name) = route.api.backend.as_deref() else {
-        return Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no-backend",
-            Layer::Gateway,
-            "the route has no backend",
-        ));
-    };
-    let Some(backend) = active.upstreams.backends.get(backend_name) else {
-        return Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no-backend",
-            Layer::Gateway,
-            "the route's backend is not running",
-        ));
-    };
-
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = if http_body::Body::is_end_stream(&body) {
+        UpstreamBody::empty()
+    } else {
+        UpstreamBody::streaming(body, limits.body_bytes)
+    };
+    let call = Call {
+        parts,
+        body,
+        target: None,
+        service: None,
+        timeout: None,
+        retry: None,
+        raw_host,
+        upgrade: client_upgrade,
+    };
+    if route.chain.is_empty() {
+        return forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
+    }
+    pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
+}
 
-    let rest = {
-        let tail = &path[route.api.prefix.len().min(path.len())..];
-        let query = uri.query();
-        let mut rest = Vec::with_capacity(tail.len() + query.map_or(0, |q| q.len() + 1));
-        rest.extend_from_slice(tail.as_bytes());
-        if let Some(q) = query {
-            rest.push(b'?');
-            rest.extend_from_slice(q.as_bytes());
+/// A request on its way to the backend.
+struct Call {
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    /// Path and query below the server URL (`rewrite-uri`); by default the public path's tail
+    /// after the API prefix, plus the query.
+    target: Option<String>,
+    /// Another backend than the API's (`set-backend-service`).
+    service: Option<Arc<str>>,
+    timeout: Option<Duration>,
+    retry: Option<RetryPlan>,
+    raw_host: Option<HeaderValue>,
+    /// The client side of an upgrade the client asked for.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The route's policies around the backend call: inbound, backend, the call, outbound, and
+/// on-error when anything fails.
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    active: &Active,
+    conn: &ConnInfo,
+    route: Arc<Route>,
+    params: crate::route::Params,
+    path: String,
+    call: Call,
+    request_id: &HeaderValue,
+    peer_trusted: bool,
+    trace: &mut Trace,
+) -> Result<Response<ResponseBody>, Problem> {
+    let snap = &active.snapshot;
+    let chain = route.chain.clone();
+    let Call { parts, body, raw_host, upgrade, .. } = call;
+    let mut x = Exchange {
+        stage: Stage::Inbound,
+        request: parts,
+        body,
+        path,
+        params,
+        client_ip: edge::client_ip(conn.peer.ip(), &HeaderMap::new(), &snap.edge.trusted),
+        request_id: request_id.clone(),
+        route: route.clone(),
+        vars: Vec::new(),
+        jwt: None,
+        caller: None,
+        backend: BackendPlan::default(),
+        response: None,
+        error: None,
+        extra_response_headers: HeaderMap::new(),
+        deferred: Vec::new(),
+        body_limit: snap.edge.limits.body_bytes,
+    };
+    x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
+
+    let t = Instant::now();
+    let mut flow = run_section(&mut x, Stage::Inbound, &chain.inbound).await;
+    if matches!(flow, Flow::Continue) && !chain.backend.is_empty() {
+        flow = run_section(&mut x, Stage::Backend, &chain.backend).await;
+    }
+    trace.time_policy = t.elapsed();
+
+    let mut response = match flow {
+        // Like APIM's return-response: the answer goes out as it is, outbound does not run.
+        Flow::Respond(r, kind) => {
+            trace.policy = Some(kind);
+            *r
         }
-        Bytes::from(rest)
+        Flow::Reject(p) => on_error(&mut x, &chain, *p, trace).await,
+        Flow::Continue => {
+            // The request as the policies left it; `x.request` keeps the original headers for
+            // outbound policies (cache keys, CORS).
+            let mut out = Request::new(());
+            *out.method_mut() = x.request.method.clone();
+            *out.uri_mut() = x.request.uri.clone();
+            *out.version_mut() = x.request.version;
+            *out.headers_mut() = x.request.headers.clone();
+            let (parts, ()) = out.into_parts();
+            let body = std::mem::replace(&mut x.body, UpstreamBody::empty());
+            let call = Call {
+                parts,
+                body,
+                target: x.backend.target.clone(),
+                service: x.backend.service.clone(),
+                timeout: x.backend.timeout,
+                retry: x.backend.retry.clone(),
+                raw_host,
+                upgrade,
+            };
+            match forward(active, conn, &route, &x.path, call, request_id, peer_trusted, trace).await {
+                Err(p) => on_error(&mut x, &chain, p, trace).await,
+                Ok(resp) if chain.outbound.is_empty() => resp,
+                Ok(resp) => {
+                    x.response = Some(resp);
+                    let t = Instant::now();
+                    let flow = run_section(&mut x, Stage::Outbound, &chain.outbound).await;
+                    trace.time_policy += t.elapsed();
+                    match flow {
+                        Flow::Respond(r, _) => *r,
+                        Flow::Reject(p) => on_error(&mut x, &chain, *p, trace).await,
+                        Flow::Continue => match x.response.take() {
+                            Some(r) => r,
+                            None => return Err(gateway_bug("an outbound policy took the response")),
+                        },
+                    }
+                }
+            }
+        }
+    };
+    if !x.extra_response_headers.is_empty() {
+        for (name, value) in x.extra_response_headers.drain() {
+            if let Some(name) = name {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    let status = response.status().as_u16();
+    for f in x.deferred.drain(..) {
+        f(status);
+    }
+    Ok(response)
+}
+
+/// A failure in a policy or at the backend: the problem becomes the response, then on-error may
+/// change or replace it. The log keeps the original failure's layer and policy.
+async fn on_error(x: &mut Exchange, chain: &Chain, problem: Problem, trace: &mut Trace) -> Response<ResponseBody> {
+    trace.layer = Some(problem.layer);
+    trace.policy = problem.policy;
+    let rid = x.request_id.to_str().unwrap_or("-").to_owned();
+    if chain.on_error.is_empty() {
+        return problem.into_response(&rid);
+    }
+    x.error = Some(ErrorInfo::of(&problem));
+    x.response = Some(problem.into_response(&rid));
+    let t = Instant::now();
+    let flow = run_section(x, Stage::OnError, &chain.on_error).await;
+    trace.time_policy += t.elapsed();
+    match flow {
+        Flow::Respond(r, _) => *r,
+        Flow::Reject(p) => p.into_response(&rid),
+        Flow::Continue => {
+            x.response.take().unwrap_or_else(|| gateway_bug("on-error took the response").into_response(&rid))
+        }
+    }
+}
+
+fn gateway_bug(detail: &'static str) -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "gateway-error", Layer::Gateway, detail)
+}
+
+/// Sends the request to its backend and prepares the response for the client.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    active: &Active,
+    conn: &ConnInfo,
+    route: &Route,
+    path: &str,
+    call: Call,
+    request_id: &HeaderValue,
+    peer_trusted: bool,
+    trace: &mut Trace,
+) -> Result<Response<ResponseBody>, Problem> {
+    let snap = &active.snapshot;
+    let Call { mut parts, mut body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
+    let backend_name = match service.as_deref() {
+        Some(s) => s,
+        None => match route.api.backend.as_deref() {
+            Some(b) => b,
+            None => return Err(gateway_bug("the route has no backend")),
+        },
+    };
+    let Some(backend) = active.upstreams.backends.get(backend_name) else {
+        return Err(gateway_bug("the route's backend is not running"));
+    };
+    let upgrade = client_upgrade.is_some();
+
+    let rest = match target {
+        Some(t) => Bytes::from(t),
+        None => {
+            let tail = &path[route.api.prefix.len().min(path.len())..];
+            let query = parts.uri.query();
+            let mut rest = Vec::with_capacity(tail.len() + query.map_or(0, |q| q.len() + 1));
+            rest.extend_from_slice(tail.as_bytes());
+            if let Some(q) = query {
+                rest.push(b'?');
+                rest.extend_from_slice(q.as_bytes());
+            }
+            Bytes::from(rest)
+        }
     };
     let hash_key = match &backend.spec.balance {
-        Balance::HashHeader(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
+        Balance::HashHeader(name) => parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
         Balance::HashClientIp => {
-            Some(edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted).to_string().into_bytes())
+            Some(edge::client_ip(conn.peer.ip(), &parts.headers, &snap.edge.trusted).to_string().into_bytes())
         }
         _ => None,
     };
 
-    let (mut parts, body) = req.into_parts();
     let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::EXPECT);
@@ -362,23 +523,47 @@ async fn serve(
         &Downstream { peer: &conn.forwarded, peer_trusted, host: raw_host.as_ref() },
     );
     parts.headers.insert(edge::X_REQUEST_ID, request_id.clone());
-    let body = if http_body::Body::is_end_stream(&body) {
-        UpstreamBody::empty()
-    } else {
-        UpstreamBody::streaming(body, limits.body_bytes)
-    };
 
     let t = Instant::now();
-    // Boxed: the backend call's state is large, and hyper moves this request's future once per
-    // request; keeping it out of line makes that move cheap (callgrind: memcpy was 10% of all
-    // instructions before).
-    let result = Box::pin(backend.forward(Outbound { parts, body, rest, hash_key })).await;
-    trace.time_backend = Some(t.elapsed());
-    let answer = match result {
-        Ok(a) => a,
-        // `problem` already says `edge` for a client body that broke the request.
-        Err(e) => return Err(e.problem(backend_name)),
+    let result = match retry {
+        None => call_backend(backend, Outbound { parts, body, rest, hash_key }, timeout, backend_name).await,
+        Some(plan) => {
+            // Every attempt sends the same bytes, so the body is read once.
+            if let Err(e) = body.buffer().await {
+                trace.time_backend = Some(t.elapsed());
+                let failure = match e {
+                    crate::body::BodyError::TooLarge { .. } => crate::upstream::ClientBodyFailure::TooLarge,
+                    crate::body::BodyError::Hyper(_) => crate::upstream::ClientBodyFailure::Unreadable,
+                };
+                return Err(crate::upstream::UpstreamError::ClientBody(failure).problem(backend_name));
+            }
+            let mut attempt = 0;
+            loop {
+                let mut head = Request::new(());
+                *head.method_mut() = parts.method.clone();
+                *head.uri_mut() = parts.uri.clone();
+                *head.version_mut() = parts.version;
+                *head.headers_mut() = parts.headers.clone();
+                let (p, ()) = head.into_parts();
+                let out =
+                    Outbound { parts: p, body: body.clone_buffered(), rest: rest.clone(), hash_key: hash_key.clone() };
+                let r = call_backend(backend, out, timeout, backend_name).await;
+                let again = match &r {
+                    Ok(a) => plan.statuses.contains(&a.response.status().as_u16()),
+                    Err(p) => p.layer == Layer::Backend,
+                };
+                if !again || attempt >= plan.count {
+                    break r;
+                }
+                attempt += 1;
+                if !plan.interval.is_zero() {
+                    tokio::time::sleep(plan.interval).await;
+                }
+            }
+        }
     };
+    trace.time_backend = Some(t.elapsed());
+    let answer = result?;
     let mut response = answer.response;
     let checkin = answer.checkin;
     trace.upstream_status = Some(response.status().as_u16());
@@ -405,6 +590,36 @@ async fn serve(
     // After a refused upgrade the connection is not reused (see above); otherwise it is.
     let checkin = if upgrade { None } else { checkin };
     Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
+}
+
+/// One call to the backend, bounded by a policy's timeout when there is one.
+async fn call_backend(
+    backend: &crate::upstream::Backend,
+    out: Outbound,
+    timeout: Option<Duration>,
+    backend_name: &str,
+) -> Result<crate::upstream::Answer, Problem> {
+    // Boxed: the backend call's state is large, and hyper moves this request's future once per
+    // request; keeping it out of line makes that move cheap (callgrind: memcpy was 10% of all
+    // instructions before).
+    let fut = Box::pin(backend.forward(out));
+    let result = match timeout {
+        None => fut.await,
+        Some(d) => match tokio::time::timeout(d, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(Problem::backend(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "backend-timeout",
+                    "http_response_timeout",
+                    backend_name.to_owned(),
+                    format!("the backend did not answer within the forward-request timeout of {d:?}"),
+                ))
+            }
+        },
+    };
+    // `problem` already says `edge` for a client body that broke the request.
+    result.map_err(|e| e.problem(backend_name))
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {

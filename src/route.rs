@@ -65,9 +65,16 @@ impl Slot {
     }
 }
 
+/// Route template parameters by name.
+pub type Params = Vec<(Arc<str>, String)>;
+
+/// The parameter behind an API without operations (everything below its prefix).
+pub const CATCH_ALL: &str = "gatehouse_rest";
+
 /// The outcome of a lookup.
 pub enum Lookup<'a> {
-    Found(&'a Arc<Route>),
+    /// The route, and its template parameters when the route has policies that may read them.
+    Found(&'a Arc<Route>, Params),
     /// The path exists with other methods; the value is an `Allow` header.
     MethodNotAllowed(String),
     NotFound,
@@ -381,7 +388,18 @@ impl RouteTable {
     fn in_router<'a>(router: &'a matchit::Router<Slot>, path: &str, method: &Method) -> Lookup<'a> {
         match router.at(path) {
             Ok(m) => match m.value.find(method) {
-                Some(r) => Lookup::Found(r),
+                Some(r) => {
+                    let params = if r.chain.is_empty() {
+                        Vec::new()
+                    } else {
+                        m.params
+                            .iter()
+                            .filter(|(k, _)| *k != CATCH_ALL)
+                            .map(|(k, v)| (Arc::from(k), v.to_owned()))
+                            .collect()
+                    };
+                    Lookup::Found(r, params)
+                }
                 None => Lookup::MethodNotAllowed(m.value.allow()),
             },
             Err(_) => Lookup::NotFound,
@@ -404,7 +422,7 @@ mod tests {
 
     fn name(l: Lookup<'_>) -> String {
         match l {
-            Lookup::Found(r) => format!("{}:{}", r.api.name, r.operation.clone().unwrap_or_default()),
+            Lookup::Found(r, _) => format!("{}:{}", r.api.name, r.operation.clone().unwrap_or_default()),
             Lookup::MethodNotAllowed(a) => format!("405 {a}"),
             Lookup::NotFound => "404".into(),
         }

@@ -167,7 +167,9 @@ impl Gateway {
                 message: "this gateway was started without a config file".into(),
             }]));
         };
-        let compiled = tokio::task::spawn_blocking(move || snapshot::compile_file(&path)).await;
+        // Same policy services as the running snapshot: counters and caches survive the reload.
+        let env = self.active.load().snapshot.env.clone();
+        let compiled = tokio::task::spawn_blocking(move || snapshot::compile_file_in(&path, &env)).await;
         let snapshot = match compiled {
             Ok(Ok(s)) => s,
             Ok(Err(errors)) => return Err(ReloadError::Invalid(errors)),

@@ -422,20 +422,55 @@ pub struct PoliciesConfig {
     pub on_error: Vec<PolicyConfig>,
 }
 
-/// One policy in a section: `- base` or `- kind: { … }`. New policies add a variant here and a
-/// module under `policy/`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// One policy in a section: `- base` or `- kind: { … }`. Only the kind is read here; the policy's
+/// own module deserializes its value (see `policy::BuildCx::config`), so adding a policy never
+/// touches this file.
+#[derive(Debug, Clone)]
 pub enum PolicyConfig {
     Base,
-    ReturnResponse(crate::policy::return_response::ReturnResponseConfig),
+    Policy(String),
+}
+
+impl<'de> Deserialize<'de> for PolicyConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PolicyConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`base` or one policy as `name: { … }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PolicyConfig, E> {
+                if v == "base" {
+                    Ok(PolicyConfig::Base)
+                } else {
+                    Err(E::custom(format_args!(
+                        "`{v}` needs its settings: write `{v}: {{ … }}` (only `base` stands alone)"
+                    )))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PolicyConfig, A::Error> {
+                let Some(kind) = map.next_key::<String>()? else {
+                    return Err(serde::de::Error::custom("an empty map is not a policy: write `name: { … }`"));
+                };
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if let Some(other) = map.next_key::<String>()? {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "one policy per list item: `{other}` needs its own `- {other}: …` entry"
+                    )));
+                }
+                Ok(PolicyConfig::Policy(kind))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "policies", "store", "cluster", "secrets"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["identity_providers", "products", "store", "cluster"];
 
 /// Every top-level key, in the order `check` reports them.
-pub const TOP_LEVEL_KEYS: &[&str] = &["runtime", "listeners", "admin", "edge", "backends", "apis", "telemetry"];
+pub const TOP_LEVEL_KEYS: &[&str] =
+    &["runtime", "listeners", "admin", "edge", "backends", "apis", "policies", "secrets", "telemetry"];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
 /// in one API does not hide errors in another.
@@ -447,5 +482,7 @@ pub struct ConfigDoc {
     pub edge: EdgeConfig,
     pub backends: BTreeMap<String, BackendConfig>,
     pub apis: BTreeMap<String, ApiConfig>,
+    /// Global scope.
+    pub policies: PoliciesConfig,
     pub telemetry: crate::observe::telemetry::TelemetryConfig,
 }

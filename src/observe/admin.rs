@@ -15,7 +15,7 @@ use crate::server::Gateway;
 
 /// Routes merged into the admin router.
 pub fn routes() -> Router<Arc<Gateway>> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route("/metrics", get(metrics)).merge(super::dashboard::routes())
 }
 
 /// Every backend server with its health verdict: (backend, server URL, up).

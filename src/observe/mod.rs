@@ -6,7 +6,9 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod dashboard;
 pub mod metrics;
+pub mod recent;
 pub mod telemetry;
 pub mod timing;
 pub mod trace;

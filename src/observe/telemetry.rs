@@ -13,6 +13,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
 use super::metrics::{Metrics, RequestFacts};
+use super::recent::Recent;
 use super::trace::{OtlpSpec, SpanStart, StartInfo, Tracer};
 use super::RequestTail;
 use crate::config::{ConfigError, Document, PathSeg};
@@ -127,10 +128,11 @@ pub fn compile(cfg: &TelemetryConfig, doc: &Document, errors: &mut Vec<ConfigErr
     TelemetrySpec { metrics: cfg.metrics, otlp }
 }
 
-/// What outlives snapshots: the metrics registry.
+/// What outlives snapshots: the metrics registry and the dashboard's last minutes.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     pub metrics: Metrics,
+    pub recent: Recent,
 }
 
 /// One snapshot's observability runtime (`Active::observe`).
@@ -193,6 +195,7 @@ impl Pending {
         self.facts.duration = self.started.elapsed();
         if self.observe.spec.metrics {
             self.observe.telemetry.metrics.record(&self.facts);
+            self.observe.telemetry.recent.record(&self.facts);
         }
         if let (Some(tracer), Some(span)) = (&self.observe.tracer, &self.span) {
             tracer.end(span, &self.facts);

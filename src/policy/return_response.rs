@@ -9,9 +9,9 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use serde::Deserialize;
 
-use super::{Outcome, Policy, PolicyCx};
+use super::{BuildCx, Exchange, Outcome, Policy, Step};
 use crate::body::ResponseBody;
-use crate::config::{ConfigError, Document, PathSeg};
+use crate::config::ConfigError;
 
 /// `return-response: { status: 200, headers: { content-type: application/json }, body: "…" }`
 #[derive(Debug, Deserialize)]
@@ -36,37 +36,32 @@ pub struct ReturnResponse {
 }
 
 impl ReturnResponse {
-    pub fn build(cfg: &ReturnResponseConfig, doc: &Document, path: &[PathSeg]) -> Result<Self, Vec<ConfigError>> {
+    pub fn build(cx: &BuildCx<'_>) -> Result<Self, Vec<ConfigError>> {
+        let cfg: ReturnResponseConfig = cx.config()?;
         let mut errors = Vec::new();
-        let at = |k: &str| {
-            let mut p = path.to_vec();
-            p.push(PathSeg::Key(k.into()));
-            p
-        };
         let status = match StatusCode::from_u16(cfg.status) {
             Ok(s) if (200..600).contains(&cfg.status) => s,
             _ => {
-                errors.push(doc.error(&at("status"), format!("status {} is not between 200 and 599", cfg.status)));
+                errors.push(cx.error(&["status"], format!("status {} is not between 200 and 599", cfg.status)));
                 StatusCode::OK
             }
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
-            let mut p = at("headers");
-            p.push(PathSeg::Key(name.clone()));
+            let at = ["headers", name.as_str()];
             match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
                 (Ok(n), Ok(v)) => {
                     if n == http::header::CONTENT_LENGTH
                         || n == http::header::TRANSFER_ENCODING
                         || n == http::header::CONNECTION
                     {
-                        errors.push(doc.error(&p, format!("`{name}` is set by the gateway and cannot be configured")));
+                        errors.push(cx.error(&at, format!("`{name}` is set by the gateway and cannot be configured")));
                     } else {
                         headers.append(n, v);
                     }
                 }
-                (Err(_), _) => errors.push(doc.error(&p, format!("`{name}` is not a valid header name"))),
-                (_, Err(_)) => errors.push(doc.error(&p, "the value contains characters not allowed in a header")),
+                (Err(_), _) => errors.push(cx.error(&at, format!("`{name}` is not a valid header name"))),
+                (_, Err(_)) => errors.push(cx.error(&at, "the value contains characters not allowed in a header")),
             }
         }
         if errors.is_empty() {
@@ -82,11 +77,11 @@ impl Policy for ReturnResponse {
         "return-response"
     }
 
-    fn on_request(&self, _cx: &PolicyCx<'_>) -> Outcome {
+    fn run<'a>(&'a self, _x: &'a mut Exchange) -> Step<'a> {
         let mut resp = Response::new(ResponseBody::full(self.body.clone()));
         *resp.status_mut() = self.status;
         *resp.headers_mut() = self.headers.clone();
-        Outcome::Respond(Box::new(resp))
+        Step::Ready(Outcome::Respond(Box::new(resp)))
     }
 
     fn terminates(&self) -> bool {

@@ -26,7 +26,7 @@ use crate::edge::guard::{GuardLimits, MAX_HEADERS};
 use crate::edge::TrustedProxies;
 use crate::listener::tls::CertSpec;
 use crate::observe::access_log::LogFormat;
-use crate::policy::build_section;
+use crate::policy::{build_section, PolicyEnv, ScopeCx, Sections, Stage};
 use crate::route::RouteTable;
 use crate::upstream::BackendSpec;
 
@@ -74,6 +74,10 @@ pub struct Snapshot {
     pub access_log: AccessLogSpec,
     pub backends: BTreeMap<String, Arc<BackendSpec>>,
     pub routes: RouteTable,
+    /// The long-lived services the policies were built with; reloads compile with the same.
+    pub env: Arc<PolicyEnv>,
+    /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
+    pub secrets: crate::secrets::Sources,
     pub telemetry: crate::observe::telemetry::TelemetrySpec,
 }
 
@@ -84,8 +88,13 @@ impl Snapshot {
     }
 }
 
-/// Reads and compiles a config file.
+/// Reads and compiles a config file with fresh policy services (`check`, a first start).
 pub fn compile_file(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_file_in(path, &Arc::new(PolicyEnv::new()))
+}
+
+/// Reads and compiles a config file; policies keep their state in `env` (a reload).
+pub fn compile_file_in(path: &Path, env: &Arc<PolicyEnv>) -> Result<Snapshot, Vec<ConfigError>> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
@@ -97,22 +106,37 @@ pub fn compile_file(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
         }]
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    compile_str(&name, &text, &base)
+    compile_str_in(&name, &text, &base, env)
 }
 
 /// Compiles config text; relative paths in it are resolved against `base_dir`.
 pub fn compile_str(file: &str, text: &str, base_dir: &Path) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_str_in(file, text, base_dir, &Arc::new(PolicyEnv::new()))
+}
+
+/// [`compile_str`] with the policy services of a running gateway.
+pub fn compile_str_in(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+    env: &Arc<PolicyEnv>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut doc = Document::parse(file, text)?;
     let mut errors = Vec::new();
-    crate::secrets::resolve(&mut doc, &mut errors);
+    let secrets = crate::secrets::resolve_in(&mut doc, base_dir, &mut errors);
     let cfg = deserialize_sections(&doc, &mut errors);
     // The values at these paths are stand-ins (see `Document::deserialize_at_lenient`); an
     // unknown key leaves nothing in its place.
     let broken = errors.iter().filter(|e| !e.is_unknown_key()).map(|e| e.path.clone()).collect();
-    let snapshot = Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken }.compile(&cfg);
+    let vars = crate::policy::declared_variables(&doc);
+    let mut snapshot =
+        Compiler { doc: &doc, base: base_dir, errors: &mut errors, broken, env: env.clone(), vars }.compile(&cfg);
     if errors.is_empty() {
+        snapshot.secrets = secrets.sources;
         Ok(snapshot)
     } else {
+        // An error about a value (a bad URL, a wrong type) would echo a resolved secret.
+        secrets.redact(&mut errors);
         config::yaml::sort_errors(&mut errors);
         Err(errors)
     }
@@ -174,6 +198,9 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     if let Some(v) = take(doc, &[key("telemetry")], errors) {
         cfg.telemetry = v;
     }
+    if let Some(v) = take(doc, &[key("policies")], errors) {
+        cfg.policies = v;
+    }
     if let Some(v) = take(doc, &[key("edge")], errors) {
         cfg.edge = v;
     }
@@ -197,6 +224,9 @@ struct Compiler<'a> {
     /// Paths (as `format_path` writes them) that already have an error from reading the file;
     /// the values there are stand-ins, so checks on them would only repeat that error.
     broken: Vec<String>,
+    env: Arc<PolicyEnv>,
+    /// Variable names some `set-variable` sets.
+    vars: Vec<String>,
 }
 
 /// Whether `path` is `at` or below it (both as `format_path` writes them).
@@ -227,14 +257,27 @@ impl Compiler<'_> {
         self.broken.iter().any(|b| is_within(b, &path))
     }
 
-    /// The policy sections of one scope, with their errors.
-    fn policies(&mut self, items: &[config::PolicyConfig], path: &[PathSeg]) -> crate::policy::Section {
+    /// The four policy sections of one scope (`policies:` at `path`), with their errors.
+    fn sections(&mut self, cfg: &config::PoliciesConfig, path: &[PathSeg], scope: &str, params: &[String]) -> Sections {
         let mut errors = Vec::new();
-        let section = build_section(items, self.doc, path, &mut errors);
+        let vars = std::mem::take(&mut self.vars);
+        let env = self.env.clone();
+        let cx = ScopeCx { doc: self.doc, scope: scope.into(), params, vars: &vars, env: &env };
+        let mut one = |items: &[config::PolicyConfig], stage: Stage, name: &str| {
+            let p = at(path, &[key(name)]);
+            build_section(items, stage, &p, &cx, &mut errors)
+        };
+        let sections = Sections {
+            inbound: one(&cfg.inbound, Stage::Inbound, "inbound"),
+            backend: one(&cfg.backend, Stage::Backend, "backend"),
+            outbound: one(&cfg.outbound, Stage::Outbound, "outbound"),
+            on_error: one(&cfg.on_error, Stage::OnError, "on-error"),
+        };
+        self.vars = vars;
         for e in errors {
             self.push(e);
         }
-        section
+        sections
     }
 
     fn file(&self, p: &Path) -> PathBuf {
@@ -268,6 +311,8 @@ impl Compiler<'_> {
             access_log,
             backends,
             routes,
+            env: self.env.clone(),
+            secrets: Default::default(),
             telemetry,
         }
     }

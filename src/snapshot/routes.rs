@@ -25,6 +25,7 @@ impl Compiler<'_> {
             };
         let mut builder = RouteTableBuilder::default();
         let mut origins = RouteOrigins::default();
+        let global = self.sections(&cfg.policies, &[key("policies")], "global", &[]).flatten(&Chain::default());
         // In file order, so a conflict is reported on the API or operation written later.
         for (name, _) in self.doc.map_entries(&[key("apis")]) {
             let Some(a) = cfg.apis.get(&name) else { continue };
@@ -73,10 +74,14 @@ impl Compiler<'_> {
                 backend: a.backend.clone(),
                 server_timing: a.server_timing,
             });
-            let api_inbound = self.policies(&a.policies.inbound, &at(&p, &[key("policies"), key("inbound")]));
-            let api_chain = api_inbound.flatten(&[]);
+            let mut api_params: Vec<String> = a.operations.iter().flat_map(|o| template_params(&o.template)).collect();
+            api_params.sort();
+            api_params.dedup();
+            let api_chain = self
+                .sections(&a.policies, &at(&p, &[key("policies")]), &format!("api:{name}"), &api_params)
+                .flatten(&global);
             if a.operations.is_empty() {
-                let chain = Arc::new(Chain { inbound: api_chain.clone() });
+                let chain = Arc::new(api_chain);
                 self.check_terminal(&p, a, &chain);
                 if !routable {
                     continue;
@@ -93,7 +98,7 @@ impl Compiler<'_> {
                     },
                 );
                 let mut patterns = join_template(&prefix, "/");
-                patterns.push(format!("{prefix}/{{*gatehouse_rest}}"));
+                patterns.push(format!("{prefix}/{{*{}}}", crate::route::CATCH_ALL));
                 for pattern in patterns {
                     // Conflicts are collected by the builder and reported from `build()`.
                     let _ = builder.add(&hosts, &pattern, None, route.clone());
@@ -125,8 +130,15 @@ impl Compiler<'_> {
                 if !template_ok {
                     self.err(&at(&op_p, &[key("template")]), "a template starts with / (e.g. \"/{id}\")");
                 }
-                let op_inbound = self.policies(&op.policies.inbound, &at(&op_p, &[key("policies"), key("inbound")]));
-                let chain = Arc::new(Chain { inbound: op_inbound.flatten(&api_chain) });
+                let op_chain = self
+                    .sections(
+                        &op.policies,
+                        &at(&op_p, &[key("policies")]),
+                        &format!("operation:{name}/{}", op.id),
+                        &template_params(&op.template),
+                    )
+                    .flatten(&api_chain);
+                let chain = Arc::new(op_chain);
                 if a.backend.is_none() && !chain.terminates() {
                     self.err(
                         &op_p,
@@ -276,4 +288,19 @@ pub(super) fn api_prefix(path: &str) -> Result<String, String> {
         _ => return Err(format!("`{path}` is not normalised (no //, /./ or /../)")),
     }
     Ok(path.trim_end_matches('/').to_owned())
+}
+
+/// The parameter names of an operation template (`/{id}/items/{*rest}` → id, rest).
+fn template_params(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { break };
+        let name = rest[open + 1..open + close].trim_start_matches('*');
+        if !name.is_empty() {
+            out.push(name.to_owned());
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
 }

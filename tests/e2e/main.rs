@@ -8,5 +8,8 @@ mod framing;
 mod h2abuse;
 mod limits;
 mod metrics;
+mod pipeline;
+mod secrets;
+mod service_identity;
 mod tls;
 mod upstream;

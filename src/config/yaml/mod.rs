@@ -67,7 +67,7 @@ pub enum NodeKind {
 }
 
 impl Node {
-    fn text(&self) -> Option<&str> {
+    pub fn text(&self) -> Option<&str> {
         match &self.kind {
             NodeKind::Scalar { value, .. } => Some(value),
             _ => None,

@@ -1,0 +1,163 @@
+//! One request's mutable state as it passes through the policy sections.
+//!
+//! The proxy builds an `Exchange` only for routes that have policies; routes without any take
+//! the direct path. Policies read and change the request (`request`, `body`), the plan for the
+//! backend call (`backend`), and in outbound/on-error the response. Values they compute for later
+//! policies (claims, the caller, variables) live here too, so nothing is global per request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::Stage;
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::respond::{Layer, Problem};
+use crate::route::Route;
+
+/// Who is calling, once a subscription key was accepted.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subscription_id: Arc<str>,
+    pub subscription_name: Arc<str>,
+    pub product: Option<Arc<str>>,
+}
+
+/// `retry` around the backend call.
+#[derive(Debug, Clone)]
+pub struct RetryPlan {
+    /// Attempts after the first.
+    pub count: u32,
+    pub interval: Duration,
+    /// Retry when the backend answers with one of these statuses (connect failures always).
+    pub statuses: Vec<u16>,
+}
+
+/// How the backend will be called; policies change it (`set-backend-service`, `rewrite-uri`,
+/// `forward-request`, `retry`).
+#[derive(Debug, Clone, Default)]
+pub struct BackendPlan {
+    /// Another configured backend by name.
+    pub service: Option<Arc<str>>,
+    /// Path and query sent to the backend, below the server URL's path (`rewrite-uri`).
+    pub target: Option<String>,
+    /// Deadline for the backend's response head.
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPlan>,
+}
+
+/// The failure on-error sees.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub status: u16,
+    pub layer: Layer,
+    pub policy: Option<&'static str>,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl ErrorInfo {
+    pub fn of(p: &Problem) -> ErrorInfo {
+        ErrorInfo {
+            status: p.status.as_u16(),
+            layer: p.layer,
+            policy: p.policy,
+            kind: p.kind,
+            detail: p.detail.clone(),
+        }
+    }
+}
+
+/// A callback run once the final status is known.
+pub type Deferred = Box<dyn FnOnce(u16) + Send>;
+
+/// One request in the pipeline.
+pub struct Exchange {
+    pub stage: Stage,
+    /// Method, URI as received (the query may be changed), headers.
+    pub request: http::request::Parts,
+    pub body: UpstreamBody,
+    /// The normalised public path that was routed.
+    pub path: String,
+    /// Route template parameters.
+    pub params: Vec<(Arc<str>, String)>,
+    /// The client's address after `edge.trusted_proxies`.
+    pub client_ip: IpAddr,
+    pub request_id: HeaderValue,
+    pub route: Arc<Route>,
+    /// Variables from `set-variable`.
+    pub vars: Vec<(Arc<str>, String)>,
+    /// The validated token's payload (`validate-jwt`).
+    pub jwt: Option<Arc<serde_json::Value>>,
+    pub caller: Option<Arc<Caller>>,
+    pub backend: BackendPlan,
+    /// Outbound / on-error: the response so far.
+    pub response: Option<Response<ResponseBody>>,
+    /// On-error: what failed.
+    pub error: Option<ErrorInfo>,
+    /// Added to whatever response goes out (`RateLimit-*`, CORS).
+    pub extra_response_headers: HeaderMap,
+    /// Run with the final status (count only 2xx, release a concurrency permit).
+    pub deferred: Vec<Deferred>,
+    /// The largest body a policy may buffer.
+    pub body_limit: u64,
+}
+
+impl Exchange {
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.iter().rev().find(|(n, _)| &**n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_var(&mut self, name: &Arc<str>, value: String) {
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name.clone(), value)),
+        }
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The request body, read whole (bounded by `edge.limits.body_bytes`); it is still sent on.
+    pub async fn request_bytes(&mut self) -> Result<Bytes, Problem> {
+        self.body.buffer().await.map_err(|e| match e {
+            crate::body::BodyError::TooLarge { .. } => Problem::edge(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body exceeds edge.limits.body_bytes",
+            ),
+            crate::body::BodyError::Hyper(_) => {
+                Problem::edge(StatusCode::BAD_REQUEST, "body-read-failed", "the request body could not be read")
+            }
+        })
+    }
+
+    /// The response body, read whole and put back as a fixed body (outbound, on-error).
+    pub async fn response_bytes(&mut self) -> Result<Bytes, Problem> {
+        use http_body_util::BodyExt;
+        let Some(resp) = self.response.take() else {
+            return Ok(Bytes::new());
+        };
+        let (parts, body) = resp.into_parts();
+        let limited = http_body_util::Limited::new(body, usize::try_from(self.body_limit).unwrap_or(usize::MAX));
+        match limited.collect().await {
+            Ok(c) => {
+                let data = c.to_bytes();
+                let mut parts = parts;
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                self.response = Some(Response::from_parts(parts, ResponseBody::full(data.clone())));
+                Ok(data)
+            }
+            Err(_) => Err(Problem::backend(
+                StatusCode::BAD_GATEWAY,
+                "response-read-failed",
+                "http_response_incomplete",
+                String::new(),
+                "the backend's response body could not be read whole (too large or cut off)",
+            )),
+        }
+    }
+}
