@@ -53,12 +53,18 @@ fn route_table(routes: usize) -> (RouteTable, usize) {
     let mut apis = 0;
     while added < routes {
         let name = format!("api{apis:05}");
-        let api = Arc::new(Api { prefix: format!("/{name}"), name, backend: Some("orders".to_owned()) });
+        let api = Arc::new(Api {
+            prefix: format!("/{name}"),
+            name,
+            backend: Some("orders".to_owned()),
+            server_timing: false,
+        });
         for (method, template) in OPERATIONS.iter().take(routes - added) {
             let route = Arc::new(Route {
                 api: api.clone(),
                 operation: Some(format!("{method}-{template}")),
                 chain: chain.clone(),
+                metrics: Default::default(),
             });
             for pattern in join_template(&api.prefix, template) {
                 b.add(&[], &pattern, Some(method.clone()), route.clone()).expect("no conflict");

@@ -55,9 +55,15 @@ fn exchange() -> Exchange {
         client_ip: "192.0.2.1".parse().expect("ip"),
         request_id: http::HeaderValue::from_static("rid"),
         route: Arc::new(Route {
-            api: Arc::new(Api { name: "orders".into(), prefix: "/orders".into(), backend: Some("b".into()) }),
+            api: Arc::new(Api {
+                name: "orders".into(),
+                prefix: "/orders".into(),
+                backend: Some("b".into()),
+                server_timing: false,
+            }),
             operation: None,
             chain: Arc::new(Chain::default()),
+            metrics: Default::default(),
         }),
         vars: Vec::new(),
         jwt: Some(Arc::new(serde_json::json!({ "sub": "alice" }))),

@@ -66,6 +66,7 @@ pub fn router_with(gw: Arc<Gateway>, subscriptions: Option<SubscriptionAdmin>) -
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/reload", post(reload))
+        .merge(crate::observe::admin::routes())
         .with_state(gw);
     match subscriptions {
         Some(s) => base.merge(subscription_router(s)),
@@ -102,7 +103,7 @@ fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<serde_jso
 }
 
 /// The refusal to send when the caller is not the admin; `None` lets the call through.
-fn refusal(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
     let active = gw.active();
     let Some(expected) = active.snapshot.admin.as_ref().and_then(|a| a.token.as_deref()) else {
         return Some(problem(

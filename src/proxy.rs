@@ -19,6 +19,9 @@ use crate::body::{ResponseBody, UpstreamBody};
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
 use crate::observe::access_log::LogRecord;
+use crate::observe::metrics::RequestFacts;
+use crate::observe::timing::{self as server_timing, SERVER_TIMING};
+use crate::observe::trace::{StartInfo, TRACEPARENT};
 use crate::observe::RequestTail;
 use crate::policy::{run_section, BackendPlan, Chain, ErrorInfo, Exchange, Flow, RetryPlan, Stage};
 use crate::respond::{Layer, Problem};
@@ -60,13 +63,29 @@ struct Trace {
 pub async fn handle(
     active: Arc<Active>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let snap = &active.snapshot;
     let peer_trusted = snap.edge.trusted.contains(conn.peer.ip());
     let request_id = edge::request_id(req.headers(), peer_trusted);
     let mut tail = RequestTail::new(conn.shared.clone());
+    // A sampled request's backend sees the gateway's backend-call span as its parent.
+    let span = active.observe.tracer.as_ref().and_then(|t| {
+        t.begin(&StartInfo {
+            headers: req.headers(),
+            method: req.method(),
+            path: req.uri().path(),
+            tls: conn.tls,
+            host: req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(strip_port),
+            client_ip: edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted),
+            request_id: &request_id,
+            version: req.version(),
+        })
+    });
+    if let Some(s) = &span {
+        req.headers_mut().insert(TRACEPARENT, s.backend_traceparent());
+    }
 
     // What the access log needs of the request, taken before the request is consumed.
     let log_head = active.access_log.as_ref().map(|_| LogHead {
@@ -96,6 +115,11 @@ pub async fn handle(
         }
     };
     resp.headers_mut().insert(edge::X_REQUEST_ID, request_id.clone());
+    if trace.route.as_ref().is_some_and(|r| r.api.server_timing) {
+        let edge = trace.edge_done.unwrap_or(started).duration_since(started);
+        let policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
+        resp.headers_mut().insert(SERVER_TIMING, server_timing::header_value(edge, policy, trace.time_backend));
+    }
 
     if let (Some(log), Some(head)) = (&active.access_log, log_head) {
         let edge_done = trace.edge_done.unwrap_or(started);
@@ -134,6 +158,23 @@ pub async fn handle(
             time_backend: trace.time_backend,
         };
         tail.log_with(log.clone(), record, started);
+    }
+    if active.observe.active() {
+        let facts = RequestFacts {
+            backend: trace.time_backend.and(trace.route.as_ref()).and_then(|r| r.api.backend.as_deref()).map(Arc::from),
+            route: trace.route,
+            product: None,
+            subscription: None,
+            status: resp.status().as_u16(),
+            layer: trace.layer,
+            policy: trace.policy,
+            upstream_status: trace.upstream_status,
+            time_edge: trace.edge_done.unwrap_or(started).duration_since(started),
+            time_policy: (!trace.time_policy.is_zero()).then_some(trace.time_policy),
+            time_backend: trace.time_backend,
+            ..RequestFacts::default()
+        };
+        active.observe.finish(&mut tail, facts, started, span);
     }
     resp.body_mut().set_tail(tail);
     Ok(resp)

@@ -18,6 +18,8 @@ pub struct Api {
     /// The public prefix without a trailing slash ("" for `/`).
     pub prefix: String,
     pub backend: Option<String>,
+    /// Responses carry a `Server-Timing` header.
+    pub server_timing: bool,
 }
 
 /// What a request is routed to: an API and maybe one of its operations, with the effective
@@ -27,6 +29,8 @@ pub struct Route {
     pub api: Arc<Api>,
     pub operation: Option<String>,
     pub chain: Arc<Chain>,
+    /// This route's metric series, interned on its first request.
+    pub metrics: crate::observe::metrics::RouteCell,
 }
 
 #[derive(Debug, Default)]
@@ -441,9 +445,10 @@ mod tests {
 
     fn route(api: &str, op: Option<&str>) -> Arc<Route> {
         Arc::new(Route {
-            api: Arc::new(Api { name: api.into(), prefix: String::new(), backend: None }),
+            api: Arc::new(Api { name: api.into(), prefix: String::new(), backend: None, server_timing: false }),
             operation: op.map(str::to_owned),
             chain: Arc::new(Chain::default()),
+            metrics: Default::default(),
         })
     }
 

@@ -23,6 +23,7 @@ use crate::config::ConfigError;
 use crate::edge::guard::RejectHook;
 use crate::listener::{self, RunningListener};
 use crate::observe::access_log::{AccessLog, LogFormat, LogRecord, LogTarget};
+use crate::observe::telemetry::{Observe, Telemetry};
 use crate::snapshot::{self, Snapshot};
 use crate::upstream::{HealthRegistry, Upstreams};
 
@@ -36,6 +37,7 @@ pub struct Active {
     pub log_request_headers: Vec<HeaderName>,
     pub log_response_headers: Vec<HeaderName>,
     pub http: Arc<auto::Builder<TokioExecutor>>,
+    pub observe: Arc<Observe>,
 }
 
 impl Active {
@@ -97,6 +99,7 @@ pub struct Gateway {
     config_path: Option<PathBuf>,
     active: ArcSwap<Active>,
     health: Arc<HealthRegistry>,
+    telemetry: Arc<Telemetry>,
     listeners: Mutex<Vec<RunningListener>>,
     admin: Mutex<Option<RunningAdmin>>,
     ready: AtomicBool,
@@ -113,11 +116,13 @@ impl Gateway {
     pub async fn start(snapshot: Snapshot, config_path: Option<PathBuf>) -> Result<Arc<Gateway>, ReloadError> {
         let health = Arc::new(HealthRegistry::default());
         let conn_limit = Arc::new(Semaphore::new(snapshot.edge.max_connections));
-        let active = build_active(Arc::new(snapshot), 1, &health, None)?;
+        let telemetry = Arc::new(Telemetry::default());
+        let active = build_active(Arc::new(snapshot), 1, &health, &telemetry, None)?;
         let gw = Arc::new(Gateway {
             config_path,
             active: ArcSwap::from_pointee(active),
             health,
+            telemetry,
             listeners: Mutex::new(Vec::new()),
             admin: Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -133,8 +138,7 @@ impl Gateway {
         if let Some(cfg) = &snap.store {
             // Subscriptions are loaded before the first request, so no valid key is refused.
             let base = gw.config_path.as_deref().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("."));
-            let store =
-                crate::store::Store::open(cfg, base).await.map_err(|e| ReloadError::Store(e.to_string()))?;
+            let store = crate::store::Store::open(cfg, base).await.map_err(|e| ReloadError::Store(e.to_string()))?;
             snap.env
                 .subscriptions
                 .attach(&store, cfg.poll_interval.0, gw.shutdown.child_token())
@@ -211,7 +215,7 @@ impl Gateway {
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let previous = self.active();
         let snapshot = Arc::new(snapshot);
-        let active = build_active(snapshot.clone(), generation, &self.health, Some(&previous))?;
+        let active = build_active(snapshot.clone(), generation, &self.health, &self.telemetry, Some(&previous))?;
         // Open new listeners before the swap so a bind failure changes nothing.
         let opened = self.open_new_listeners(&snapshot).await?;
         let extra = snapshot.edge.max_connections as i64 - previous.snapshot.edge.max_connections as i64;
@@ -353,6 +357,7 @@ fn build_active(
     snapshot: Arc<Snapshot>,
     generation: u64,
     health: &Arc<HealthRegistry>,
+    telemetry: &Arc<Telemetry>,
     previous: Option<&Arc<Active>>,
 ) -> Result<Active, ReloadError> {
     let spec = &snapshot.access_log;
@@ -381,7 +386,8 @@ fn build_active(
     let (log_request_headers, log_response_headers) = spec.format.as_ref().map(|f| headers_used(f)).unwrap_or_default();
     let upstreams = Upstreams::start(&snapshot.backends, health, previous.map(|p| &p.upstreams));
     let http = Arc::new(listener::http_builder(&snapshot));
-    Ok(Active { snapshot, generation, upstreams, access_log, log_request_headers, log_response_headers, http })
+    let observe = Arc::new(Observe::build(&snapshot.telemetry, telemetry, previous.map(|p| &*p.observe)));
+    Ok(Active { snapshot, generation, upstreams, access_log, log_request_headers, log_response_headers, http, observe })
 }
 
 fn headers_used(f: &LogFormat) -> (Vec<HeaderName>, Vec<HeaderName>) {

@@ -411,6 +411,9 @@ pub struct ApiConfig {
     /// Where the subscription key is read when the API belongs to a product.
     #[serde(default)]
     pub subscription_key: store::SubscriptionKeyConfig,
+    /// Add a `Server-Timing` header (edge, policy, backend durations) to this API's responses.
+    #[serde(default)]
+    pub server_timing: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -501,6 +504,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "cluster",
     "store",
     "products",
+    "telemetry",
 ];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
@@ -521,4 +525,5 @@ pub struct ConfigDoc {
     pub store: Option<store::StoreConfig>,
     /// Products: APIs bundled behind subscriptions, with product-scope policies.
     pub products: BTreeMap<String, store::ProductConfig>,
+    pub telemetry: crate::observe::telemetry::TelemetryConfig,
 }

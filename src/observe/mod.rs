@@ -1,10 +1,17 @@
-//! Logs (and later metrics and traces) of finished requests.
+//! Logs, metrics, traces and analytics of finished requests.
 //!
 //! The request path fills a [`RequestTail`] and hangs it on the response body; when the body is
 //! dropped — the last byte sent or the client gone — the tail writes the access log line. So a
 //! streamed response is logged with its real size and duration, off the request's critical path.
 
 pub mod access_log;
+pub mod admin;
+pub mod dashboard;
+pub mod metrics;
+pub mod recent;
+pub mod telemetry;
+pub mod timing;
+pub mod trace;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,17 +24,23 @@ use access_log::{AccessLog, LogRecord};
 pub struct RequestTail {
     shared: Arc<ConnShared>,
     pending: Option<Box<(AccessLog, LogRecord, Instant)>>,
+    observed: Option<Box<telemetry::Pending>>,
     pub bytes_sent: u64,
 }
 
 impl RequestTail {
     pub fn new(shared: Arc<ConnShared>) -> Self {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestTail { shared, pending: None, bytes_sent: 0 }
+        RequestTail { shared, pending: None, observed: None, bytes_sent: 0 }
     }
 
     pub fn log_with(&mut self, log: AccessLog, record: LogRecord, started: Instant) {
         self.pending = Some(Box::new((log, record, started)));
+    }
+
+    /// Metrics, traces and analytics of this request, recorded when the body ends.
+    pub fn observe_with(&mut self, pending: Box<telemetry::Pending>) {
+        self.observed = Some(pending);
     }
 }
 
@@ -39,6 +52,9 @@ impl Drop for RequestTail {
             record.bytes_sent = self.bytes_sent;
             record.duration = started.elapsed();
             log.log(&record);
+        }
+        if let Some(p) = self.observed.take() {
+            p.done(self.bytes_sent);
         }
     }
 }

@@ -159,9 +159,15 @@ pub(crate) mod testing {
             client_ip: "192.0.2.1".parse().expect("ip"),
             request_id: http::HeaderValue::from_static("rid-1"),
             route: Arc::new(Route {
-                api: Arc::new(Api { name: "orders".into(), prefix: "/orders".into(), backend: Some("b".into()) }),
+                api: Arc::new(Api {
+                    name: "orders".into(),
+                    prefix: "/orders".into(),
+                    backend: Some("b".into()),
+                    server_timing: false,
+                }),
                 operation: Some("get-order".into()),
                 chain: Arc::new(Chain::default()),
+                metrics: Default::default(),
             }),
             vars: Vec::new(),
             jwt: None,

@@ -227,6 +227,7 @@ apis:
             api: x.route.api.clone(),
             operation: op.map(str::to_owned),
             chain: x.route.chain.clone(),
+            metrics: Default::default(),
         });
         match run_ready(p, &mut x) {
             Outcome::Respond(r) => {

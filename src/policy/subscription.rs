@@ -67,7 +67,12 @@ mod tests {
         if let Some(k) = key {
             b = b.header("Ocp-Apim-Subscription-Key", k);
         }
-        let api = Arc::new(Api { name: "orders".into(), prefix: "/orders".into(), backend: Some("b".into()) });
+        let api = Arc::new(Api {
+            name: "orders".into(),
+            prefix: "/orders".into(),
+            backend: Some("b".into()),
+            server_timing: false,
+        });
         Exchange {
             stage: Stage::Inbound,
             request: b.body(()).expect("request").into_parts().0,
@@ -76,7 +81,12 @@ mod tests {
             params: Vec::new(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             request_id: HeaderValue::from_static("rid"),
-            route: Arc::new(Route { api, operation: None, chain: Arc::new(Chain::default()) }),
+            route: Arc::new(Route {
+                api,
+                operation: None,
+                chain: Arc::new(Chain::default()),
+                metrics: Default::default(),
+            }),
             vars: Vec::new(),
             jwt: None,
             caller: None,

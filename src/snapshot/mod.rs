@@ -81,6 +81,7 @@ pub struct Snapshot {
     pub store: Option<config::store::StoreConfig>,
     /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
     pub secrets: crate::secrets::Sources,
+    pub telemetry: crate::observe::telemetry::TelemetrySpec,
 }
 
 impl Snapshot {
@@ -204,6 +205,9 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
             cfg.products.insert(name, v);
         }
     }
+    if let Some(v) = take(doc, &[key("telemetry")], errors) {
+        cfg.telemetry = v;
+    }
     if let Some(v) = take(doc, &[key("policies")], errors) {
         cfg.policies = v;
     }
@@ -311,6 +315,7 @@ impl Compiler<'_> {
             }
         }
         let routes = self.routes(cfg);
+        let telemetry = crate::observe::telemetry::compile(&cfg.telemetry, self.doc, self.errors);
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
                 self.err(&[key("runtime"), key("workers")], "workers must be between 1 and 1024");
@@ -329,6 +334,7 @@ impl Compiler<'_> {
             env: self.env.clone(),
             secrets: Default::default(),
             store: cfg.store.clone().or_else(|| (!cfg.products.is_empty()).then(Default::default)),
+            telemetry,
         }
     }
 

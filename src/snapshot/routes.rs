@@ -85,7 +85,12 @@ impl Compiler<'_> {
             let routable =
                 prefix.is_some() && (a.hosts.is_empty() || !hosts.is_empty()) && !self.broken.contains(&operations);
             let prefix = prefix.unwrap_or_default();
-            let api = Arc::new(Api { name: name.clone(), prefix: prefix.clone(), backend: a.backend.clone() });
+            let api = Arc::new(Api {
+                name: name.clone(),
+                prefix: prefix.clone(),
+                backend: a.backend.clone(),
+                server_timing: a.server_timing,
+            });
             let mut api_params: Vec<String> = a.operations.iter().flat_map(|o| template_params(&o.template)).collect();
             api_params.sort();
             api_params.dedup();
@@ -142,7 +147,7 @@ impl Compiler<'_> {
                 if !routable {
                     continue;
                 }
-                let route = Arc::new(Route { api: api.clone(), operation: None, chain });
+                let route = Arc::new(Route { api: api.clone(), operation: None, chain, metrics: Default::default() });
                 let shown = if prefix.is_empty() { "/" } else { &prefix };
                 origins.add(
                     &route,
@@ -202,7 +207,12 @@ impl Compiler<'_> {
                     );
                 }
                 let Some(method) = method.filter(|_| routable && template_ok) else { continue };
-                let route = Arc::new(Route { api: api.clone(), operation: Some(op.id.clone()), chain });
+                let route = Arc::new(Route {
+                    api: api.clone(),
+                    operation: Some(op.id.clone()),
+                    chain,
+                    metrics: Default::default(),
+                });
                 let path = match op.template.as_str() {
                     "/" if !prefix.is_empty() => prefix.clone(),
                     t => display_pattern(&format!("{prefix}{t}")),

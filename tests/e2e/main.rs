@@ -10,6 +10,7 @@ mod hardening;
 mod jwt;
 mod limits;
 mod limits_policy;
+mod metrics;
 mod pipeline;
 mod secrets;
 mod service_identity;
