@@ -57,6 +57,8 @@ struct Trace {
     time_policy: Duration,
     time_backend: Option<Duration>,
     edge_done: Option<Instant>,
+    /// The subscription that called, when the API is in a product.
+    caller: Option<Arc<crate::policy::Caller>>,
 }
 
 /// The hyper service.
@@ -147,8 +149,8 @@ pub async fn handle(
             request_id: request_id.to_str().unwrap_or("-").to_owned(),
             api: route.map(|r| r.api.name.clone()),
             operation: route.and_then(|r| r.operation.clone()),
-            product: None,
-            subscription: None,
+            product: trace.caller.as_ref().and_then(|c| c.product.as_deref().map(str::to_owned)),
+            subscription: trace.caller.as_ref().map(|c| c.subscription_name.to_string()),
             backend: if trace.time_backend.is_some() { route.and_then(|r| r.api.backend.clone()) } else { None },
             layer: trace.layer.map(Layer::as_str),
             policy: trace.policy.map(str::to_owned),
@@ -162,9 +164,9 @@ pub async fn handle(
     if active.observe.active() {
         let facts = RequestFacts {
             backend: trace.time_backend.and(trace.route.as_ref()).and_then(|r| r.api.backend.as_deref()).map(Arc::from),
+            product: trace.caller.as_ref().and_then(|c| c.product.clone()),
+            subscription: trace.caller.as_ref().map(|c| c.subscription_name.clone()),
             route: trace.route,
-            product: None,
-            subscription: None,
             status: resp.status().as_u16(),
             layer: trace.layer,
             policy: trace.policy,
@@ -421,6 +423,7 @@ async fn pipeline(
             }
         }
     }
+    trace.caller = x.caller.take();
     let status = response.status().as_u16();
     for f in x.deferred.drain(..) {
         f(status);

@@ -17,3 +17,4 @@ mod service_identity;
 mod tls;
 mod transforms;
 mod upstream;
+mod subscription;
