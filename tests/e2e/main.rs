@@ -14,7 +14,7 @@ mod metrics;
 mod pipeline;
 mod secrets;
 mod service_identity;
+mod subscription;
 mod tls;
 mod transforms;
 mod upstream;
-mod subscription;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI for the dashboard test: Debian's Chromium and npm's playwright-core (which downloads no
+# The dashboard test: Debian's Chromium and npm's playwright-core (which downloads no
 # browser of its own), then the test itself against the debug binary. Run from the repo root
 # after `cargo build` (or `cargo test`, which builds target/debug/gatehouse too).
 set -euo pipefail
