@@ -10,9 +10,12 @@
 //! Everything is on loopback, so the client connects from 127.0.0.2: Apache (127.0.0.1) is the
 //! only trusted proxy, and the client's address differs from it, as it would in production.
 //!
-//! Still to come from other parts (not here yet): a real OpenID provider's token passing both
-//! layers (`validate-jwt`), `ip-filter` and `rate-limit-by-key` on the client IP behind Apache,
-//! and their 401/429 answers through Apache.
+//! Also through Apache: a token from a real OpenID provider (panva/oidc-provider in `tests/oidc`,
+//! installed by `.ci/setup-oidc.sh`, as in `tests/e2e/jwt.rs`) passes both layers and reaches
+//! the backend with `Authorization` byte for byte, and bad tokens get Gatehouse's `validate-jwt`
+//! 401 unchanged; `ip-filter` and `rate-limit-by-key` on `{request.ip}` act on the real client
+//! address (127.0.0.2, and 127.0.0.3 as a second client), not on Apache's or a spoofed
+//! `X-Forwarded-For`, and their 403 and 429 (with `Retry-After`) reach the client unchanged.
 
 #[allow(dead_code)]
 #[path = "e2e/support.rs"]
@@ -193,6 +196,11 @@ impl Got {
 }
 
 async fn https(to: SocketAddr, trust: &CertificateDer<'static>, req: Request<Full<Bytes>>) -> Got {
+    https_from(CLIENT_IP, to, trust, req).await
+}
+
+/// The same from another loopback address (a second client).
+async fn https_from(from: Ipv4Addr, to: SocketAddr, trust: &CertificateDer<'static>, req: Request<Full<Bytes>>) -> Got {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trust.clone()).expect("trust");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -202,7 +210,7 @@ async fn https(to: SocketAddr, trust: &CertificateDer<'static>, req: Request<Ful
         .with_root_certificates(roots)
         .with_no_client_auth();
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(IpAddr::V4(CLIENT_IP), 0)).expect("bind 127.0.0.2");
+    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).expect("bind a loopback client address");
     let tcp = tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await.expect("timely").expect("connect");
     let tls = TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("apache.test").expect("name"), tcp)
@@ -240,7 +248,15 @@ struct Deployment {
 
 /// Gatehouse's config: `/api` → a recording backend; `/down` → nothing listening (502);
 /// `/unhealthy` → a backend whose health check fails (503); `/guarded` → a policy's 401.
-fn gatehouse_config(api: SocketAddr, unhealthy: SocketAddr, listener: &str, trusted: &str) -> String {
+/// `top` is added at the top level (say `identity_providers:`), `apis` to the `apis:` map.
+fn gatehouse_config(
+    api: SocketAddr,
+    unhealthy: SocketAddr,
+    listener: &str,
+    trusted: &str,
+    top: &str,
+    apis: &str,
+) -> String {
     let closed = free_port();
     format!(
         r#"
@@ -249,6 +265,7 @@ listeners:
 edge:
   trusted_proxies: [ {trusted} ]
   access_log: {{ format: json, path: "{{log}}" }}
+{top}
 backends:
   api: {{ servers: [ {{ url: "http://{api}" }} ] }}
   down: {{ servers: [ {{ url: "http://127.0.0.1:{closed}" }} ] }}
@@ -268,6 +285,7 @@ apis:
             status: 401
             headers: {{ content-type: application/problem+json, www-authenticate: 'Bearer realm="api"' }}
             body: '{{"type":"urn:gatehouse:error:unauthorized","title":"Unauthorized","status":401,"layer":"policy"}}'
+{apis}
 "#
     )
 }
@@ -275,6 +293,11 @@ apis:
 impl Deployment {
     /// Apache (TLS, WAF) → Gatehouse (plain, Apache trusted) → backends.
     async fn layered() -> Deployment {
+        Deployment::layered_with("", "").await
+    }
+
+    /// The same with more config: `top` at the top level, `apis` in the `apis:` map.
+    async fn layered_with(top: &str, apis: &str) -> Deployment {
         let api = backend().await;
         let unhealthy = support::backend_with(status_handler(500), false).await;
         let gw = support::gateway(&gatehouse_config(
@@ -282,6 +305,8 @@ impl Deployment {
             unhealthy.addr,
             r#"{ name: main, bind: "127.0.0.1:0" }"#,
             r#""127.0.0.1/32""#,
+            top,
+            apis,
         ))
         .await;
         let cert = cert();
@@ -303,12 +328,16 @@ impl Deployment {
             pem.display(),
             key.display()
         );
-        let gw = support::gateway(&gatehouse_config(api.addr, unhealthy.addr, &listener, "")).await;
+        let gw = support::gateway(&gatehouse_config(api.addr, unhealthy.addr, &listener, "", "", "")).await;
         Deployment { front: gw.addr, apache: None, gw, api, cert, _unhealthy: unhealthy, _files: Some(dir) }
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Got {
         https(self.front, &self.cert.der, req).await
+    }
+
+    async fn send_from(&self, from: Ipv4Addr, req: Request<Full<Bytes>>) -> Got {
+        https_from(from, self.front, &self.cert.der, req).await
     }
 
     /// Gatehouse's access log as JSON.
@@ -501,4 +530,312 @@ async fn standalone_tls_gateway_passes_the_same_functional_checks() {
     // policy is opt-in per route, see docs/behind-apache.md).
     let got = d.send(get("/api/items?id=1%27%20OR%20%271%27%3D%271").body(Full::default()).expect("req")).await;
     assert_eq!(got.status, 200);
+}
+
+/// Apache's access-log line for Gatehouse's request id (Apache's UNIQUE_ID), once written.
+async fn apache_line(apache: &Apache, rid: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(l) = apache.access_log().into_iter().find(|l| l.ends_with(&format!(" {rid}"))) {
+            return l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "Apache's log has no line for {rid}: {:?}",
+            apache.access_log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real OpenID provider (as in tests/e2e/jwt.rs): panva/oidc-provider, on loopback.
+
+const OIDC_CLIENT_ID: &str = "gatehouse-test";
+const OIDC_CLIENT_SECRET: &str = "gatehouse-test-secret-0123456789";
+
+/// A running oidc-provider; killed (by its PID) when dropped.
+struct Idp {
+    child: Child,
+    _stdin: std::process::ChildStdin,
+    issuer: String,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Idp {
+    fn start() -> Idp {
+        use std::io::{BufRead, Read};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "the OpenID provider is not installed: run .ci/setup-oidc.sh (npm ci in tests/oidc)"
+        );
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node must be installed to run the OpenID provider (.ci/setup-oidc.sh)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the provider never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID provider did not start");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
+        let issuer = v["issuer"].as_str().expect("issuer").to_owned();
+        Idp { child, _stdin: stdin, issuer }
+    }
+
+    fn discovery(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer)
+    }
+
+    /// A client_credentials access token (a JWT) whose `aud` is `resource`.
+    async fn token(&self, resource: &str, scope: &str) -> String {
+        let form = format!(
+            "grant_type=client_credentials&client_id={OIDC_CLIENT_ID}&client_secret={OIDC_CLIENT_SECRET}&resource={resource}&scope={scope}"
+        );
+        let req = Request::post(format!("{}/token", self.issuer))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.replace(' ', "%20"))))
+            .expect("req");
+        let got = support::send(&support::client(), req).await;
+        assert_eq!(got.status, 200, "token endpoint: {}", got.text());
+        got.json()["access_token"].as_str().expect("access_token").to_owned()
+    }
+}
+
+/// The answer without what differs per request (its id).
+fn without_request_id(mut p: serde_json::Value) -> serde_json::Value {
+    p.as_object_mut().expect("object").remove("request_id");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_providers_token_passes_both_layers_and_bad_ones_get_gatehouses_401() {
+    let idp = Idp::start();
+    let top = format!(r#"identity_providers: {{ corp: {{ openid_configuration: "{}" }} }}"#, idp.discovery());
+    let apis = r#"
+  jwt:
+    path: /jwt
+    backend: api
+    policies:
+      inbound:
+        - validate-jwt: { provider: corp, audiences: [ "api://orders" ] }
+"#;
+    let d = Deployment::layered_with(&top, apis).await;
+    let apache = d.apache.as_ref().expect("apache");
+
+    // A valid token: through Apache's WAF and Gatehouse's validate-jwt to the backend, as sent.
+    let token = idp.token("api://orders", "orders.read orders.write").await;
+    let authorization = format!("Bearer {token}");
+    let got =
+        d.send(get("/jwt/orders/1").header("authorization", &authorization).body(Full::default()).expect("req")).await;
+    assert_eq!(got.status, 200, "{:?} {}", got.headers, got.text());
+    assert_eq!(got.text(), "backend saw GET /orders/1");
+    let seen = d.api.requests().pop().expect("the backend saw the request");
+    assert_eq!(seen.headers["authorization"].as_bytes(), authorization.as_bytes(), "Authorization changed on the way");
+    let rid = got.header("x-request-id").expect("x-request-id").to_owned();
+    assert_eq!(seen.headers["x-request-id"], rid.as_str());
+    assert!(apache_line(apache, &rid).await.starts_with("127.0.0.2 \"GET /jwt/orders/1 HTTP/1.1\" 200 "));
+
+    // Bad tokens: Gatehouse's 401, through Apache exactly as Gatehouse answers it directly.
+    let mut forged = token.clone().into_bytes();
+    let middle = token.rfind('.').expect("signature") + 40;
+    forged[middle] = if forged[middle] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    let wrong_aud = idp.token("api://payments", "payments.read").await;
+    let before = d.api.count();
+    for (auth, kind, detail, challenge) in [
+        (
+            Some(format!("Bearer {forged}")),
+            "jwt-invalid",
+            Some("token signature invalid"),
+            "Bearer error=\"invalid_token\"",
+        ),
+        (
+            Some(format!("Bearer {wrong_aud}")),
+            "jwt-invalid",
+            Some("token audience not accepted"),
+            "Bearer error=\"invalid_token\"",
+        ),
+        (None, "jwt-missing", None, "Bearer"),
+    ] {
+        let request = || {
+            let mut r = get("/jwt/orders/1");
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.body(Full::default()).expect("req")
+        };
+        let got = d.send(request()).await;
+        let what = format!("{kind} {detail:?}");
+        assert_eq!(got.status, 401, "{what}: {}", got.text());
+        let p = got.problem().unwrap_or_else(|| panic!("{what}: not problem+json: {:?} {}", got.headers, got.text()));
+        assert_eq!(p["layer"], "policy", "{what}: {p}");
+        assert_eq!(p["policy"], "validate-jwt", "{what}: {p}");
+        assert_eq!(p["scope"], "api:jwt", "{what}: {p}");
+        assert_eq!(p["type"], format!("urn:gatehouse:error:{kind}"), "{what}: {p}");
+        if let Some(detail) = detail {
+            assert_eq!(p["detail"], detail, "{what}: {p}");
+        }
+        let rid = got.header("x-request-id").expect("x-request-id").to_owned();
+        assert_eq!(p["request_id"], rid.as_str(), "{what}");
+        let www = got.header("www-authenticate").expect("www-authenticate").to_owned();
+        assert!(www.starts_with(challenge), "{what}: {www}");
+        assert!(apache_line(apache, &rid).await.contains("\" 401 "), "{what}");
+
+        // Gatehouse asked directly (no Apache): the same status, challenge and problem.
+        let mut direct = Request::get(d.gw.url("/jwt/orders/1"));
+        if let Some(a) = &auth {
+            direct = direct.header("authorization", a);
+        }
+        let direct = support::send(&support::client(), direct.body(Full::default()).expect("req")).await;
+        assert_eq!(direct.status, 401, "{what}");
+        assert_eq!(direct.headers["content-type"], "application/problem+json", "{what}");
+        assert_eq!(direct.headers["www-authenticate"], www.as_str(), "{what}");
+        assert_eq!(without_request_id(direct.json()), without_request_id(p), "{what}");
+    }
+    assert_eq!(d.api.count(), before, "the backend saw a request with a bad token");
+}
+
+/// `ip-filter` on the client address Gatehouse decides behind Apache (X-Forwarded-For, right-most
+/// untrusted): the real client, not Apache, and not what the client writes in the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_filter_acts_on_the_real_client_behind_apache_and_its_403_passes_through() {
+    let apis = r#"
+  client-only:
+    path: /client-only
+    backend: api
+    policies: { inbound: [ { ip-filter: { action: allow, addresses: [ 127.0.0.2 ] } } ] }
+  proxy-only:
+    path: /proxy-only
+    backend: api
+    policies: { inbound: [ { ip-filter: { action: allow, addresses: [ 127.0.0.1 ] } } ] }
+  client-forbidden:
+    path: /client-forbidden
+    backend: api
+    policies: { inbound: [ { ip-filter: { action: forbid, addresses: [ 127.0.0.2/32 ] } } ] }
+  spoof-forbidden:
+    path: /spoof-forbidden
+    backend: api
+    policies: { inbound: [ { ip-filter: { action: forbid, addresses: [ 6.6.6.6 ] } } ] }
+"#;
+    let d = Deployment::layered_with("", apis).await;
+    let apache = d.apache.as_ref().expect("apache");
+    // Each with and without a spoofed X-Forwarded-For naming an address that would flip the decision.
+    for (path, spoof, status) in [
+        ("/client-only/x", None, 200),
+        ("/client-only/x", Some("6.6.6.6"), 200),
+        ("/proxy-only/x", None, 403),
+        ("/proxy-only/x", Some("127.0.0.1"), 403),
+        ("/client-forbidden/x", None, 403),
+        ("/client-forbidden/x", Some("6.6.6.6"), 403),
+        ("/client-forbidden/x", Some("6.6.6.6, 10.1.2.3"), 403),
+        ("/spoof-forbidden/x", Some("6.6.6.6"), 200),
+    ] {
+        let what = format!("{path} X-Forwarded-For {spoof:?}");
+        let mut req = get(path);
+        if let Some(s) = spoof {
+            req = req.header("x-forwarded-for", s);
+        }
+        let before = d.api.count();
+        let got = d.send(req.body(Full::default()).expect("req")).await;
+        assert_eq!(got.status.as_u16(), status, "{what}: {}", got.text());
+        let rid = got.header("x-request-id").expect("x-request-id").to_owned();
+        assert!(apache_line(apache, &rid).await.starts_with("127.0.0.2 "), "{what}");
+        if status == 200 {
+            assert_eq!(d.api.count(), before + 1, "{what}");
+            continue;
+        }
+        assert_eq!(d.api.count(), before, "{what}: the backend saw a refused request");
+        let p = got.problem().unwrap_or_else(|| panic!("{what}: not problem+json: {:?} {}", got.headers, got.text()));
+        assert_eq!(p["status"], 403, "{what}: {p}");
+        assert_eq!(p["layer"], "edge", "{what}: {p}");
+        assert_eq!(p["policy"], "ip-filter", "{what}: {p}");
+        assert_eq!(p["type"], "urn:gatehouse:error:ip-forbidden", "{what}: {p}");
+        assert_eq!(p["request_id"], rid.as_str(), "{what}");
+        assert!(apache_line(apache, &rid).await.contains("\" 403 "), "{what}");
+    }
+    // Gatehouse logged the real client for every one of them.
+    let log = d.gatehouse_log().await;
+    assert!(log.len() >= 8, "{log:?}");
+    assert!(log.iter().all(|l| l["client_ip"] == CLIENT_IP.to_string()), "{log:?}");
+}
+
+/// `rate-limit-by-key` on `{request.ip}` counts the real client behind Apache: a different spoofed
+/// X-Forwarded-For on every call is still the same counter, another client is another counter,
+/// and the 429 with `Retry-After` reaches the client through Apache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_by_client_ip_behind_apache_ignores_spoofed_forwarded_for() {
+    let apis = r#"
+  limited:
+    path: /limited
+    backend: api
+    policies:
+      inbound:
+        - rate-limit-by-key: { calls: 3, renewal_period: 60s, counter_key: "{request.ip}", ratelimit_headers: true }
+      outbound:
+        - set-header: { name: X-Counted-Ip, value: "{request.ip}" }
+"#;
+    let d = Deployment::layered_with("", apis).await;
+    let apache = d.apache.as_ref().expect("apache");
+    let limited = |spoof: &str| get("/limited/x").header("x-forwarded-for", spoof).body(Full::default()).expect("req");
+    for (i, spoof) in ["1.1.1.1", "2.2.2.2", "3.3.3.3, 4.4.4.4"].into_iter().enumerate() {
+        let got = d.send(limited(spoof)).await;
+        assert_eq!(got.status, 200, "call {i} ({spoof}): {}", got.text());
+        assert_eq!(got.header("x-counted-ip"), Some("127.0.0.2"), "call {i}");
+        assert_eq!(got.header("ratelimit-limit"), Some("3"), "call {i}: {:?}", got.headers);
+        assert_eq!(
+            got.header("ratelimit-remaining"),
+            Some((2 - i).to_string().as_str()),
+            "call {i}: {:?}",
+            got.headers
+        );
+    }
+    // The fourth call, under yet another spoofed address: refused by Gatehouse, through Apache.
+    let got = d.send(limited("5.5.5.5")).await;
+    assert_eq!(got.status, 429, "{}", got.text());
+    let retry: u64 = got.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    // The sliding window weighs the previous fixed window (docs/rate-limits.md): the next call can
+    // be up to a period and a third away here (3 calls, all in the current window), not just 60 s.
+    assert!((1..=80).contains(&retry), "Retry-After {retry}");
+    assert_eq!(got.header("ratelimit-remaining"), Some("0"), "{:?}", got.headers);
+    let p = got.problem().unwrap_or_else(|| panic!("not problem+json: {:?} {}", got.headers, got.text()));
+    assert_eq!(p["status"], 429, "{p}");
+    assert_eq!(p["layer"], "policy", "{p}");
+    assert_eq!(p["policy"], "rate-limit-by-key", "{p}");
+    assert_eq!(p["scope"], "api:limited", "{p}");
+    assert_eq!(p["type"], "urn:gatehouse:error:rate-limited", "{p}");
+    let rid = got.header("x-request-id").expect("x-request-id");
+    assert_eq!(p["request_id"], rid);
+    assert!(apache_line(apache, rid).await.starts_with("127.0.0.2 \"GET /limited/x HTTP/1.1\" 429 "));
+    assert_eq!(d.api.count(), 3, "the refused call reached the backend");
+
+    // Another client, claiming to be the limited one: its own counter (not Apache's address).
+    let other = Ipv4Addr::new(127, 0, 0, 3);
+    let got = d.send_from(other, limited("127.0.0.2")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("x-counted-ip"), Some("127.0.0.3"));
+    assert_eq!(got.header("ratelimit-remaining"), Some("2"), "{:?}", got.headers);
+    // And the limited client is still limited, whatever it claims.
+    let got = d.send(limited("127.0.0.3")).await;
+    assert_eq!(got.status, 429, "{}", got.text());
+    assert!(got.header("retry-after").is_some());
 }
