@@ -144,6 +144,8 @@ impl Gateway {
                 .attach(&store, cfg.poll_interval.0, gw.shutdown.child_token())
                 .await
                 .map_err(|e| ReloadError::Store(e.to_string()))?;
+            // In-process quota counters are kept in the store across restarts.
+            snap.env.limits.set_persistence(Arc::new(store.clone()));
             let _ = gw.store.set(store);
         }
         gw.apply_listeners(&snap).await?;
@@ -350,6 +352,8 @@ impl Gateway {
         if let Some(log) = &self.active().access_log {
             log.flush().await;
         }
+        // Quota counters not yet saved (they are flushed every few seconds otherwise).
+        self.active().snapshot.env.limits.get().flush().await;
     }
 }
 

@@ -476,7 +476,7 @@ check_fixtures!(
     check_duplicate_route,
     check_unset_secret,
     check_syntax_error,
-    check_not_supported,
+    check_products,
     check_many_errors,
 );
 
@@ -556,7 +556,6 @@ fn check_top_level_keys_are_located_at_the_key() {
     let lines = check_lines("blocked_top_level_key");
     let rel = "tests/check/blocked_top_level_key.yaml";
     assert!(lines.iter().any(|l| l.starts_with(&format!("{rel}:9:1: routes: unknown key `routes`"))), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.starts_with(&format!("{rel}:11:1: store: `store` is not supported"))), "{lines:#?}");
 }
 
 #[test]

@@ -114,7 +114,8 @@ struct Inner {
     quota_leases: ShardedMap<lease::LeaseSlot>,
     concurrency: Arc<ShardedMap<concurrency::Slot>>,
     redis: Option<Redis>,
-    persist: Option<Arc<dyn QuotaPersistence>>,
+    /// Set at start, once the store is open (which happens after the first compile).
+    persist: std::sync::OnceLock<Arc<dyn QuotaPersistence>>,
     flusher: AtomicBool,
     bytes: lease::PendingBytes,
 }
@@ -151,7 +152,7 @@ impl Limits {
                 quota_leases: ShardedMap::new(),
                 concurrency: Arc::new(ShardedMap::new()),
                 redis,
-                persist,
+                persist: persist.map(std::sync::OnceLock::from).unwrap_or_default(),
                 flusher: AtomicBool::new(false),
                 bytes: lease::PendingBytes::default(),
             }),
@@ -232,7 +233,7 @@ impl Limits {
         match &self.inner.redis {
             Some(_) => lease::try_take(self, key, spec.calls.unwrap_or(0), n, true),
             None => {
-                let loaded = self.inner.persist.is_none();
+                let loaded = self.inner.persist.get().is_none();
                 let now = Self::unix_ms();
                 self.inner.quotas.with(
                     key,
@@ -252,7 +253,7 @@ impl Limits {
         if let Check::Done(d) = self.try_quota(key, spec, n) {
             return d;
         }
-        let record = match &self.inner.persist {
+        let record = match self.inner.persist.get() {
             Some(p) => match p.load_quota(key).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -330,7 +331,7 @@ impl Limits {
             self.inner.bytes.flush(redis).await;
             return;
         }
-        let Some(persist) = &self.inner.persist else { return };
+        let Some(persist) = self.inner.persist.get() else { return };
         let mut batch = Vec::new();
         self.inner.quotas.for_each(|k, s| {
             if s.dirty && s.loaded {
@@ -356,7 +357,7 @@ impl Limits {
 
     /// Starts the periodic flush the first time a quota is used inside a runtime.
     fn ensure_flusher(&self) {
-        if self.inner.persist.is_none() && self.inner.redis.is_none() {
+        if self.inner.persist.get().is_none() && self.inner.redis.is_none() {
             return;
         }
         if self.inner.flusher.load(Ordering::Relaxed) {
@@ -404,8 +405,13 @@ impl std::fmt::Debug for LimitsCell {
 
 impl LimitsCell {
     /// Where in-process quota counters are persisted (the store); call before the first compile.
+    /// Also applies to an engine that already exists (the gateway opens its store after the
+    /// first compile); counters first used before that count from zero.
     pub fn set_persistence(&self, p: Arc<dyn QuotaPersistence>) {
-        *self.persist.lock() = Some(p);
+        *self.persist.lock() = Some(p.clone());
+        if let Some(limits) = self.limits.get() {
+            let _ = limits.inner.persist.set(p);
+        }
     }
 
     /// Applies the `cluster:` section (`None` when absent); returns its problems as

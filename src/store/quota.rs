@@ -94,3 +94,43 @@ impl Store {
         Ok(out)
     }
 }
+
+/// The store keeps in-process quota counters across restarts (`quota`, `quota-by-key`).
+///
+/// The rate-limit engine identifies a period by its end; the table's `period_start` column holds
+/// that end in Unix milliseconds (-1 for a quota that never renews). A record of an ended period
+/// is ignored by the engine when loaded, so nothing here needs to expire.
+impl crate::ratelimit::quota::QuotaPersistence for Store {
+    fn load_quota<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> crate::ratelimit::quota::PersistFuture<'a, Option<crate::ratelimit::quota::QuotaRecord>> {
+        Box::pin(async move {
+            let found = Store::load_quota(self, key).await?;
+            Ok(found.map(|c| crate::ratelimit::quota::QuotaRecord {
+                period_end_ms: u64::try_from(c.period_start).ok(),
+                calls: u64::try_from(c.calls).unwrap_or(0),
+                bytes: u64::try_from(c.bytes).unwrap_or(0),
+            }))
+        })
+    }
+
+    fn save_quotas(
+        &self,
+        batch: Vec<(String, crate::ratelimit::quota::QuotaRecord)>,
+    ) -> crate::ratelimit::quota::PersistFuture<'_, ()> {
+        Box::pin(async move {
+            let rows: Vec<QuotaCounter> = batch
+                .into_iter()
+                .map(|(key, r)| QuotaCounter {
+                    key,
+                    period_start: r.period_end_ms.and_then(|v| i64::try_from(v).ok()).unwrap_or(-1),
+                    calls: i64::try_from(r.calls).unwrap_or(i64::MAX),
+                    bytes: i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                })
+                .collect();
+            Store::save_quotas(self, &rows).await?;
+            Ok(())
+        })
+    }
+}

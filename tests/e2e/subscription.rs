@@ -123,3 +123,45 @@ async fn keys_admit_callers_of_their_product_and_never_reach_the_backend() {
     assert_eq!(ok["product"], "starter");
     assert_eq!(ok["subscription"], "acme");
 }
+
+#[tokio::test]
+async fn in_process_quotas_survive_a_restart_through_the_store() {
+    let b = backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("quota.db");
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: main, bind: "127.0.0.1:0" }}
+store: {{ url: "sqlite://{}" }}
+backends:
+  b:
+    servers: [ {{ url: "http://{}" }} ]
+apis:
+  metered:
+    path: /metered
+    backend: b
+    policies:
+      inbound:
+        - quota-by-key: {{ counter_key: "{{request.header.X-Tenant}}", calls: 3, renewal_period: 30d }}
+"#,
+        db.display(),
+        b.addr
+    );
+    let tenant = |url: String| async move {
+        send(&client(), Request::get(url).header("X-Tenant", "t1").body(Full::new(Bytes::new())).expect("request"))
+            .await
+    };
+    let g = gateway(&yaml).await;
+    assert_eq!(tenant(g.url("/metered/a")).await.status, 200);
+    assert_eq!(tenant(g.url("/metered/b")).await.status, 200);
+    // A drain saves the counters; a new gateway on the same store continues from them.
+    g.gw.shutdown().await;
+    drop(g);
+
+    let g = gateway(&yaml).await;
+    assert_eq!(tenant(g.url("/metered/c")).await.status, 200, "the third call of three");
+    let v = assert_problem(&tenant(g.url("/metered/d")).await, 403, "policy");
+    assert_eq!(v["policy"], "quota-by-key");
+    assert_eq!(b.count(), 3);
+}
