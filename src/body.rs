@@ -6,6 +6,7 @@
 //! `UpstreamBody` is what the backend receives: nothing, or the client's body streamed through a
 //! byte counter that enforces `edge.limits.body_bytes`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -23,6 +24,10 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// No body bytes for longer than `edge.limits.body_timeout` (HTTP/2; the HTTP/1 guard
+    /// judges its own connections).
+    #[error("the request body stalled for longer than {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 pin_project_lite::pin_project! {
@@ -119,6 +124,8 @@ pub struct UpstreamBody {
     inner: Upstream,
     seen: u64,
     limit: u64,
+    /// Ends the body with [`BodyError::Stalled`] when no data arrives for that long.
+    stall: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 enum Upstream {
@@ -128,22 +135,35 @@ enum Upstream {
 
 impl UpstreamBody {
     pub fn empty() -> Self {
-        UpstreamBody { inner: Upstream::Full(None), seen: 0, limit: 0 }
+        UpstreamBody { inner: Upstream::Full(None), seen: 0, limit: 0, stall: None }
     }
 
     pub fn streaming(body: Incoming, limit: u64) -> Self {
-        UpstreamBody { inner: Upstream::Stream(body), seen: 0, limit }
+        UpstreamBody { inner: Upstream::Stream(body), seen: 0, limit, stall: None }
+    }
+
+    /// A streamed body that must keep moving: each data frame restarts a `stall_after` timer.
+    pub fn streaming_with_stall(body: Incoming, limit: u64, stall_after: std::time::Duration) -> Self {
+        let sleep = Box::pin(tokio::time::sleep(stall_after));
+        UpstreamBody { inner: Upstream::Stream(body), seen: 0, limit, stall: Some((stall_after, sleep)) }
     }
 
     pub fn full(data: Bytes) -> Self {
-        UpstreamBody { inner: Upstream::Full(if data.is_empty() { None } else { Some(data) }), seen: 0, limit: 0 }
+        UpstreamBody {
+            inner: Upstream::Full(if data.is_empty() { None } else { Some(data) }),
+            seen: 0,
+            limit: 0,
+            stall: None,
+        }
     }
 
     /// A copy of a buffered body (see [`UpstreamBody::buffer`]); a streaming body cannot be copied
     /// and gives an empty one.
     pub fn clone_buffered(&self) -> Self {
         match &self.inner {
-            Upstream::Full(data) => UpstreamBody { inner: Upstream::Full(data.clone()), seen: 0, limit: 0 },
+            Upstream::Full(data) => {
+                UpstreamBody { inner: Upstream::Full(data.clone()), seen: 0, limit: 0, stall: None }
+            }
             Upstream::Stream(_) => UpstreamBody::empty(),
         }
     }
@@ -183,12 +203,30 @@ impl Body for UpstreamBody {
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
                     }
+                    if let Some((after, sleep)) = &mut this.stall {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + *after);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.stall = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let stalled = match &mut this.stall {
+                    Some((after, sleep)) => sleep.as_mut().poll(cx).is_ready().then_some(*after),
+                    None => None,
+                };
+                match stalled {
+                    Some(after) => {
+                        this.stall = None;
+                        Poll::Ready(Some(Err(BodyError::Stalled(after))))
+                    }
+                    None => Poll::Pending,
+                }
+            }
         }
     }
 

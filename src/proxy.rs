@@ -284,11 +284,15 @@ async fn serve(
     trace.route = Some(route.clone());
     trace.edge_done = Some(Instant::now());
 
+    let version_is_h2 = req.version() == Version::HTTP_2;
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let body = if http_body::Body::is_end_stream(&body) {
         UpstreamBody::empty()
+    } else if version_is_h2 && !limits.body_timeout.is_zero() {
+        // The HTTP/1 guard bounds slow bodies on its connections; HTTP/2 streams are bounded here.
+        UpstreamBody::streaming_with_stall(body, limits.body_bytes, limits.body_timeout)
     } else {
         UpstreamBody::streaming(body, limits.body_bytes)
     };
@@ -537,6 +541,7 @@ async fn forward(
                 let failure = match e {
                     crate::body::BodyError::TooLarge { .. } => crate::upstream::ClientBodyFailure::TooLarge,
                     crate::body::BodyError::Hyper(_) => crate::upstream::ClientBodyFailure::Unreadable,
+                    crate::body::BodyError::Stalled(_) => crate::upstream::ClientBodyFailure::Stalled,
                 };
                 return Err(crate::upstream::UpstreamError::ClientBody(failure).problem(backend_name));
             }

@@ -129,6 +129,11 @@ impl Exchange {
                 "body-too-large",
                 "the request body exceeds edge.limits.body_bytes",
             ),
+            crate::body::BodyError::Stalled(_) => Problem::edge(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "the request body stalled for longer than edge.limits.body_timeout",
+            ),
             crate::body::BodyError::Hyper(_) => {
                 Problem::edge(StatusCode::BAD_REQUEST, "body-read-failed", "the request body could not be read")
             }

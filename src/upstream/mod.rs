@@ -243,6 +243,8 @@ pub enum UpstreamError {
 pub enum ClientBodyFailure {
     TooLarge,
     Unreadable,
+    /// No body bytes for `edge.limits.body_timeout` (HTTP/2).
+    Stalled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +310,12 @@ impl UpstreamError {
                 "body-too-large",
                 Layer::Edge,
                 "the request body exceeds edge.limits.body_bytes",
+            ),
+            UpstreamError::ClientBody(ClientBodyFailure::Stalled) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                Layer::Edge,
+                "the request body stalled for longer than edge.limits.body_timeout",
             ),
             UpstreamError::ClientBody(ClientBodyFailure::Unreadable) => Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -534,6 +542,7 @@ fn find_body_error(e: &hyper::Error) -> Option<ClientBodyFailure> {
             return Some(match b {
                 BodyError::TooLarge { .. } => ClientBodyFailure::TooLarge,
                 BodyError::Hyper(_) => ClientBodyFailure::Unreadable,
+                BodyError::Stalled(_) => ClientBodyFailure::Stalled,
             });
         }
         source = s.source();

@@ -996,3 +996,32 @@ async fn h2_too_many_headers_is_431_problem() {
     bystander.finish().await;
     assert_still_served(g.addr).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. A stalled HTTP/2 request body (the HTTP/1 guard has its own deadline).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_h2_body_is_ended_within_body_timeout_while_others_are_served() {
+    // This backend reads the whole body before it answers.
+    let b = crate::support::backend().await;
+    let g = gateway(&abuse_config(b.addr, "body_timeout: 1s")).await;
+    let client = h2_connect(g.addr).await;
+    let mut sender = client.clone().ready().await.expect("ready");
+    let req = Request::post(format!("http://{}/api/upload", g.addr)).body(()).expect("req");
+    let (resp, mut stream) = sender.send_request(req, false).expect("send");
+    stream.send_data(Bytes::from_static(b"first bytes, then nothing"), false).expect("data");
+    let started = std::time::Instant::now();
+
+    // Meanwhile another client is served normally.
+    assert_still_served(g.addr).await;
+
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp).await.expect("answered in time");
+    let waited = started.elapsed();
+    // Either the gateway answered 408 itself, or the backend call was cut and the stream ended.
+    match resp {
+        Ok(r) => assert_eq!(r.status(), 408, "a stalled body is a request timeout"),
+        Err(e) => assert!(e.is_reset() || e.is_remote(), "unexpected error: {e}"),
+    }
+    assert!(waited < Duration::from_secs(5), "the stall was not bounded: {waited:?}");
+    drop(stream);
+}
