@@ -421,9 +421,26 @@ async fn pipeline(
         }
     };
     if !x.extra_response_headers.is_empty() {
+        // A policy's field replaces the response's, except `Vary`, which lists every reason the
+        // response varies (the backend's and, say, CORS's `Origin`).
+        let mut last: Option<HeaderName> = None;
         for (name, value) in x.extra_response_headers.drain() {
-            if let Some(name) = name {
-                response.headers_mut().insert(name, value);
+            let headers = response.headers_mut();
+            match name {
+                Some(name) => {
+                    if name == header::VARY {
+                        headers.append(name.clone(), value);
+                    } else {
+                        headers.insert(name.clone(), value);
+                    }
+                    last = Some(name);
+                }
+                // Further values of the same field.
+                None => {
+                    if let Some(name) = &last {
+                        headers.append(name.clone(), value);
+                    }
+                }
             }
         }
     }
