@@ -56,7 +56,7 @@ fn route_table(routes: usize) -> (RouteTable, usize) {
         let api = Arc::new(Api {
             prefix: format!("/{name}"),
             name,
-            backend: Some("orders".to_owned()),
+            backend: Some("orders".into()),
             server_timing: false,
         });
         for (method, template) in OPERATIONS.iter().take(routes - added) {

@@ -57,6 +57,8 @@ struct Trace {
     time_policy: Duration,
     time_backend: Option<Duration>,
     edge_done: Option<Instant>,
+    /// The backend called, once one was chosen.
+    backend: Option<Arc<str>>,
     /// The subscription that called, when the API is in a product.
     caller: Option<Arc<crate::policy::Caller>>,
 }
@@ -151,7 +153,7 @@ pub async fn handle(
             operation: route.and_then(|r| r.operation.clone()),
             product: trace.caller.as_ref().and_then(|c| c.product.as_deref().map(str::to_owned)),
             subscription: trace.caller.as_ref().map(|c| c.subscription_name.to_string()),
-            backend: if trace.time_backend.is_some() { route.and_then(|r| r.api.backend.clone()) } else { None },
+            backend: trace.backend.as_deref().map(str::to_owned),
             layer: trace.layer.map(Layer::as_str),
             policy: trace.policy.map(str::to_owned),
             upstream_status: trace.upstream_status,
@@ -163,7 +165,7 @@ pub async fn handle(
     }
     if active.observe.active() {
         let facts = RequestFacts {
-            backend: trace.time_backend.and(trace.route.as_ref()).and_then(|r| r.api.backend.as_deref()).map(Arc::from),
+            backend: trace.backend.clone(),
             product: trace.caller.as_ref().and_then(|c| c.product.clone()),
             subscription: trace.caller.as_ref().map(|c| c.subscription_name.clone()),
             route: trace.route,
@@ -493,13 +495,12 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Problem> {
     let snap = &active.snapshot;
     let Call { mut parts, mut body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
-    let backend_name = match service.as_deref() {
-        Some(s) => s,
-        None => match route.api.backend.as_deref() {
-            Some(b) => b,
-            None => return Err(gateway_bug("the route has no backend")),
-        },
+    // The backend actually called (a policy may have chosen another), for the log and metrics.
+    let Some(called) = service.or_else(|| route.api.backend.clone()) else {
+        return Err(gateway_bug("the route has no backend"));
     };
+    trace.backend = Some(called.clone());
+    let backend_name: &str = &called;
     let Some(backend) = active.upstreams.backends.get(backend_name) else {
         return Err(gateway_bug("the route's backend is not running"));
     };

@@ -17,7 +17,7 @@ pub struct Api {
     pub name: String,
     /// The public prefix without a trailing slash ("" for `/`).
     pub prefix: String,
-    pub backend: Option<String>,
+    pub backend: Option<Arc<str>>,
     /// Responses carry a `Server-Timing` header.
     pub server_timing: bool,
 }

@@ -487,9 +487,6 @@ impl<'de> Deserialize<'de> for PolicyConfig {
     }
 }
 
-/// Sections that later releases fill; present keys are rejected with a clear message until then.
-pub const NOT_YET_SUPPORTED: &[&str] = &[];
-
 /// Every top-level key, in the order `check` reports them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "runtime",

@@ -39,7 +39,7 @@ impl LimitConcurrency {
         if c.max_count == 0 {
             errors.push(cx.error(&["max_count"], "max_count must be at least 1"));
         }
-        let key = support::template(cx, &c.key, "key").map_err(|e| errors.push(e)).ok();
+        let key = cx.template(&c.key, &["key"]).map_err(|e| errors.push(e)).ok();
         let nested = match c.policies {
             None => None,
             Some(_) => match cx.nested(&[PathSeg::Key("policies".into())]) {

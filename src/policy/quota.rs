@@ -146,7 +146,7 @@ impl Quota {
         let spec = level_spec(cx, &[], c.calls, c.bandwidth, period, &mut errors);
         let mut apis = HashMap::new();
         let key = match (by_key, &c.counter_key) {
-            (true, Some(src)) => support::template(cx, src, "counter_key").map_err(|e| errors.push(e)).ok(),
+            (true, Some(src)) => cx.template(src, &["counter_key"]).map_err(|e| errors.push(e)).ok(),
             (true, None) => {
                 errors.push(cx.error(&[], "quota-by-key needs counter_key"));
                 None

@@ -76,7 +76,7 @@ impl RateLimitByKey {
         if c.increment_count == 0 || c.increment_count > c.calls {
             errors.push(cx.error(&["increment_count"], "increment_count must be between 1 and calls"));
         }
-        let key = support::template(cx, &c.counter_key, "counter_key").map_err(|e| errors.push(e)).ok();
+        let key = cx.template(&c.counter_key, &["counter_key"]).map_err(|e| errors.push(e)).ok();
         let increment = Increment::build(cx, c.increment_condition.as_deref(), "increment_condition")
             .map_err(|e| errors.push(e))
             .ok();

@@ -95,12 +95,6 @@ pub fn needs_response(cond: &Condition) -> bool {
     cond.names().any(Name::is_response)
 }
 
-/// A template at `field`, checked against the names known at this scope.
-pub fn template(cx: &BuildCx<'_>, src: &str, field: &str) -> Result<Template, crate::config::ConfigError> {
-    let names = Names { params: cx.params, vars: cx.vars, response: false };
-    Template::parse(src, &names).map_err(|e| cx.error(&[field], e))
-}
-
 /// An increment condition at `field`: it may read `response.status` even in inbound, because it
 /// is decided once the response is known.
 pub fn increment_condition(cx: &BuildCx<'_>, src: &str, field: &str) -> Result<Condition, crate::config::ConfigError> {

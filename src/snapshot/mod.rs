@@ -161,9 +161,7 @@ fn at(base: &[PathSeg], more: &[PathSeg]) -> Vec<PathSeg> {
 fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> ConfigDoc {
     let mut cfg = ConfigDoc::default();
     for (name, path) in doc.map_entries(&[]) {
-        if config::NOT_YET_SUPPORTED.contains(&name.as_str()) {
-            errors.push(doc.error_at_key(&path, format!("`{name}` is not supported by this version of gatehouse yet")));
-        } else if !config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
+        if !config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
             errors.push(doc.error_at_key(
                 &path,
                 format!("unknown key `{name}` (expected one of: {})", config::TOP_LEVEL_KEYS.join(", ")),

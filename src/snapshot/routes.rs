@@ -88,7 +88,7 @@ impl Compiler<'_> {
             let api = Arc::new(Api {
                 name: name.clone(),
                 prefix: prefix.clone(),
-                backend: a.backend.clone(),
+                backend: a.backend.as_deref().map(Arc::from),
                 server_timing: a.server_timing,
             });
             let mut api_params: Vec<String> = a.operations.iter().flat_map(|o| template_params(&o.template)).collect();
