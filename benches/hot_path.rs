@@ -53,12 +53,8 @@ fn route_table(routes: usize) -> (RouteTable, usize) {
     let mut apis = 0;
     while added < routes {
         let name = format!("api{apis:05}");
-        let api = Arc::new(Api {
-            prefix: format!("/{name}"),
-            name,
-            backend: Some("orders".into()),
-            server_timing: false,
-        });
+        let api =
+            Arc::new(Api { prefix: format!("/{name}"), name, backend: Some("orders".into()), server_timing: false });
         for (method, template) in OPERATIONS.iter().take(routes - added) {
             let route = Arc::new(Route {
                 api: api.clone(),
