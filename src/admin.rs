@@ -86,7 +86,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
-fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<serde_json::Value>) -> Response {
+pub(crate) fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<serde_json::Value>) -> Response {
     let mut body = json!({
         "type": format!("urn:gatehouse:error:{kind}"),
         "title": status.canonical_reason().unwrap_or("Error"),

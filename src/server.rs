@@ -23,6 +23,7 @@ use crate::config::ConfigError;
 use crate::edge::guard::RejectHook;
 use crate::listener::{self, RunningListener};
 use crate::observe::access_log::{AccessLog, LogFormat, LogRecord, LogTarget};
+use crate::observe::analytics::writer::AnalyticsTask;
 use crate::observe::telemetry::{Observe, Telemetry};
 use crate::snapshot::{self, Snapshot};
 use crate::upstream::{HealthRegistry, Upstreams};
@@ -109,6 +110,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// The store opened at start (subscriptions); a changed `store:` takes a restart.
     store: std::sync::OnceLock<crate::store::Store>,
+    /// Writes analytics to the store (or trims them in memory); stopped last on shutdown.
+    analytics: parking_lot::Mutex<Option<AnalyticsTask>>,
 }
 
 impl Gateway {
@@ -131,6 +134,7 @@ impl Gateway {
             reload_lock: Mutex::new(()),
             shutdown: CancellationToken::new(),
             store: std::sync::OnceLock::new(),
+            analytics: parking_lot::Mutex::new(None),
         });
         let snap = gw.active().snapshot.clone();
         // Providers compiled before the runtime existed start fetching their keys now.
@@ -148,6 +152,8 @@ impl Gateway {
             snap.env.limits.set_persistence(Arc::new(store.clone()));
             let _ = gw.store.set(store);
         }
+        *gw.analytics.lock() =
+            Some(AnalyticsTask::start(Arc::downgrade(&gw), gw.telemetry.clone(), gw.store().cloned()));
         gw.apply_listeners(&snap).await?;
         gw.ready.store(true, Ordering::Release);
         tracing::info!(generation = 1, routes = snap.routes.len(), "Gatehouse is serving.");
@@ -351,6 +357,11 @@ impl Gateway {
         }
         if let Some(log) = &self.active().access_log {
             log.flush().await;
+        }
+        // Every request has ended: the analytics of all of them, the current minute's too.
+        let analytics = self.analytics.lock().take();
+        if let Some(task) = analytics {
+            task.stop().await;
         }
         // Quota counters not yet saved (they are flushed every few seconds otherwise).
         self.active().snapshot.env.limits.get().flush().await;

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod analytics;
 pub mod dashboard;
 pub mod metrics;
 pub mod recent;

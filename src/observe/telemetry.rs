@@ -1,7 +1,7 @@
 //! The `telemetry:` config section and the per-snapshot observability runtime.
 //!
 //! [`Telemetry`] is what outlives snapshots (the metrics registry), like server health: a reload
-//! never resets a counter. [`Observe`] is one snapshot's view: is recording on, where traces
+//! never resets a counter or an analytics aggregate. [`Observe`] is one snapshot's view: is recording on, where traces
 //! and analytics go. The request path calls [`Observe::finish`] once with
 //! the facts it gathered; the work happens when the response body ends (see `RequestTail`).
 
@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
+use super::analytics::{Analytics, AnalyticsConfig, AnalyticsSpec};
 use super::metrics::{Metrics, RequestFacts};
 use super::recent::Recent;
 use super::trace::{OtlpSpec, SpanStart, StartInfo, Tracer};
@@ -27,6 +28,9 @@ pub struct TelemetryConfig {
     pub metrics: bool,
     /// Export traces over OTLP/HTTP (protobuf).
     pub otlp: Option<OtlpConfig>,
+    /// Per-minute aggregates served at `GET /analytics`.
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
 }
 
 /// `telemetry.otlp:`.
@@ -65,7 +69,7 @@ fn yes() -> bool {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { metrics: true, otlp: None }
+        TelemetryConfig { metrics: true, otlp: None, analytics: AnalyticsConfig::default() }
     }
 }
 
@@ -74,11 +78,12 @@ impl Default for TelemetryConfig {
 pub struct TelemetrySpec {
     pub metrics: bool,
     pub otlp: Option<OtlpSpec>,
+    pub analytics: AnalyticsSpec,
 }
 
 impl Default for TelemetrySpec {
     fn default() -> Self {
-        TelemetrySpec { metrics: true, otlp: None }
+        TelemetrySpec { metrics: true, otlp: None, analytics: AnalyticsSpec::default() }
     }
 }
 
@@ -125,14 +130,17 @@ pub fn compile(cfg: &TelemetryConfig, doc: &Document, errors: &mut Vec<ConfigErr
             headers,
         })
     });
-    TelemetrySpec { metrics: cfg.metrics, otlp }
+    let analytics = super::analytics::config::compile(&cfg.analytics, doc, errors);
+    TelemetrySpec { metrics: cfg.metrics, otlp, analytics }
 }
 
-/// What outlives snapshots: the metrics registry and the dashboard's last minutes.
+/// What outlives snapshots: the metrics registry, the dashboard's last minutes and the
+/// analytics aggregates.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     pub metrics: Metrics,
     pub recent: Recent,
+    pub analytics: Analytics,
 }
 
 /// One snapshot's observability runtime (`Active::observe`).
@@ -157,7 +165,7 @@ impl Observe {
 
     /// Whether anything wants the facts of a request.
     pub fn active(&self) -> bool {
-        self.spec.metrics || self.tracer.is_some()
+        self.spec.metrics || self.spec.analytics.enabled || self.tracer.is_some()
     }
 
     /// Starts a request's trace when tracing is on and the request is sampled; the caller then
@@ -193,9 +201,14 @@ impl Pending {
     pub(super) fn done(mut self, bytes_sent: u64) {
         self.facts.bytes_sent = bytes_sent;
         self.facts.duration = self.started.elapsed();
+        let telemetry = &self.observe.telemetry;
         if self.observe.spec.metrics {
-            self.observe.telemetry.metrics.record(&self.facts);
-            self.observe.telemetry.recent.record(&self.facts);
+            telemetry.metrics.record(&self.facts);
+            telemetry.recent.record(&self.facts);
+        }
+        if self.observe.spec.analytics.enabled {
+            let series = telemetry.metrics.route_series(self.facts.route.as_ref());
+            telemetry.analytics.record(series, &self.facts);
         }
         if let (Some(tracer), Some(span)) = (&self.observe.tracer, &self.span) {
             tracer.end(span, &self.facts);

@@ -1,4 +1,4 @@
-//! The store: subscriptions and quota counters that outlive a process (product.md §2 `store:`).
+//! The store: subscriptions, quota counters and analytics aggregates that outlive a process (product.md §2 `store:`).
 //!
 //! An embedded SQLite file by default — created with its tables on first use, so a single node
 //! needs no other service — or PostgreSQL (`store.url: postgres://…`) when several nodes share
@@ -13,6 +13,7 @@
 //! the first write of each transaction, so writers are serialised and revisions become visible
 //! in order; a reader that has seen revision N never misses a later one.
 
+mod analytics;
 pub mod keys;
 mod quota;
 mod subscriptions;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::store::StoreConfig;
 
+pub use analytics::StoredAggregate;
 pub use keys::{KeyHash, SubscriptionKey};
 pub use quota::QuotaCounter;
 pub use subscriptions::{IssuedKeys, KeySlot, NewSubscription, Scope, State, Subscription, SubscriptionRecord};
@@ -187,8 +189,14 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let files: &'static [(i64, &'static str, &'static str)] = match self.db {
-            Db::Sqlite(_) => &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))],
-            Db::Pg(_) => &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))],
+            Db::Sqlite(_) => &[
+                (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
+                (2, "analytics", include_str!("migrations/sqlite/0002_analytics.sql")),
+            ],
+            Db::Pg(_) => &[
+                (1, "init", include_str!("migrations/postgres/0001_init.sql")),
+                (2, "analytics", include_str!("migrations/postgres/0002_analytics.sql")),
+            ],
         };
         let migrator = Migrator::new(Embedded(files)).await?;
         with_pool!(&self.db, |pool| migrator.run(pool).await?);

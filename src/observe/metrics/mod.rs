@@ -225,6 +225,14 @@ impl Metrics {
         route.metrics.0.get_or_init(|| self.intern(&route.api.name, route.operation.as_deref().unwrap_or("")))
     }
 
+    /// The series of a request's route, or the unrouted one.
+    pub fn route_series<'a>(&'a self, route: Option<&'a Arc<Route>>) -> &'a RouteSeries {
+        match route {
+            Some(r) => self.series(r),
+            None => &self.unrouted,
+        }
+    }
+
     fn intern(&self, api: &str, operation: &str) -> Arc<RouteSeries> {
         let mut map = self.routes.lock();
         let key: RouteKey = (api.into(), operation.into());
@@ -237,10 +245,7 @@ impl Metrics {
 
     /// Records one finished request. Cheap: see the module docs.
     pub fn record(&self, f: &RequestFacts) {
-        let series: &RouteSeries = match &f.route {
-            Some(r) => self.series(r),
-            None => &self.unrouted,
-        };
+        let series = self.route_series(f.route.as_ref());
         series.count(f.product.as_deref(), status_index(f.status), layer_index(f.layer));
         series.duration.observe(f.duration);
         series.layers[0].observe(f.time_edge);

@@ -1,0 +1,163 @@
+//! The latency histogram of an aggregate: fixed logarithmic buckets, four per doubling, from
+//! 1 µs to about an hour, so histograms of different minutes and nodes add bucket by bucket and
+//! a percentile of the sum is as good as one of any part (within the bucket width, ±9 % around
+//! the reported middle). Kept sparse — most aggregates see a handful of buckets — as a short
+//! list of (bucket, count), and stored as text `bucket:count,…`.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Buckets: `i` holds durations in (2^((i-1)/4), 2^(i/4)] µs; 0 holds ≤ 1 µs; the last, the rest.
+pub const BUCKETS: u8 = 128;
+
+/// The bucket of a duration.
+pub fn bucket(d: Duration) -> u8 {
+    let us = d.as_secs_f64() * 1e6;
+    if us <= 1.0 {
+        return 0;
+    }
+    // Four buckets per doubling; `ceil` keeps the bounds inclusive.
+    let i = (us.log2() * 4.0).ceil();
+    if i >= f64::from(BUCKETS - 1) {
+        BUCKETS - 1
+    } else {
+        i as u8
+    }
+}
+
+/// The middle (geometric) of bucket `i`, in milliseconds: what a percentile falling in it reports.
+pub fn middle_ms(i: u8) -> f64 {
+    if i == 0 {
+        return 0.001;
+    }
+    2f64.powf((f64::from(i) - 0.5) / 4.0) / 1000.0
+}
+
+/// A sparse histogram: (bucket, count) pairs, unordered while recording.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hist(Vec<(u8, u64)>);
+
+impl Hist {
+    pub fn observe(&mut self, d: Duration) {
+        self.add(bucket(d), 1);
+    }
+
+    pub fn add(&mut self, b: u8, n: u64) {
+        match self.0.iter_mut().find(|(i, _)| *i == b) {
+            Some((_, c)) => *c += n,
+            None => self.0.push((b, n)),
+        }
+    }
+
+    pub fn merge(&mut self, other: &Hist) {
+        for &(b, n) in &other.0 {
+            self.add(b, n);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The latencies of quantiles `qs` (each 0.0–1.0), in ms; `None` when empty.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable_by_key(|(b, _)| *b);
+        let total = self.count();
+        qs.map(|q| {
+            if total == 0 {
+                return None;
+            }
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0;
+            sorted
+                .iter()
+                .find(|(_, n)| {
+                    seen += n;
+                    seen >= rank
+                })
+                .map(|(b, _)| (middle_ms(*b) * 1000.0).round() / 1000.0)
+        })
+    }
+
+    /// `bucket:count,…` in bucket order.
+    pub fn encode(&self) -> String {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable_by_key(|(b, _)| *b);
+        let mut out = String::with_capacity(sorted.len() * 8);
+        for (i, (b, n)) in sorted.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{b}:{n}");
+        }
+        out
+    }
+
+    /// Reads [`Hist::encode`]'s text; malformed pairs are skipped (a row written by a newer
+    /// version must not break a query).
+    pub fn decode(text: &str) -> Hist {
+        let mut h = Hist::default();
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let parsed = pair.split_once(':').and_then(|(b, n)| Some((b.parse::<u8>().ok()?, n.parse::<u64>().ok()?)));
+            if let Some((b, n)) = parsed.filter(|(b, _)| *b < BUCKETS) {
+                h.add(b, n);
+            }
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_have_inclusive_bounds_and_cover_an_hour() {
+        assert_eq!(bucket(Duration::ZERO), 0);
+        assert_eq!(bucket(Duration::from_micros(1)), 0);
+        assert_eq!(bucket(Duration::from_micros(2)), 4);
+        assert_eq!(bucket(Duration::from_micros(3)), 7);
+        assert_eq!(bucket(Duration::from_millis(1)), 40);
+        assert_eq!(bucket(Duration::from_secs(7200)), BUCKETS - 1);
+        // Every duration reports within ±10 % of itself.
+        for us in [3u64, 17, 250, 999, 4_321, 80_000, 1_234_567, 60_000_000] {
+            let ms = middle_ms(bucket(Duration::from_micros(us)));
+            let truth = us as f64 / 1000.0;
+            assert!((ms - truth).abs() / truth < 0.1, "{us} µs reported as {ms} ms");
+        }
+    }
+
+    #[test]
+    fn percentiles_of_merged_histograms_equal_those_of_all_samples() {
+        // 90 fast requests on one node, 10 slow ones on another.
+        let (mut a, mut b) = (Hist::default(), Hist::default());
+        for _ in 0..90 {
+            a.observe(Duration::from_millis(2));
+        }
+        for _ in 0..10 {
+            b.observe(Duration::from_millis(500));
+        }
+        let mut all = a.clone();
+        all.merge(&b);
+        assert_eq!(all.count(), 100);
+        let [p50, p95, p99] = all.quantiles([0.5, 0.95, 0.99]).map(|q| q.expect("not empty"));
+        assert!((1.8..2.2).contains(&p50), "{p50}");
+        assert!((450.0..550.0).contains(&p95), "{p95}");
+        assert!((450.0..550.0).contains(&p99), "{p99}");
+        assert_eq!(a.quantiles([0.99])[0].map(|v| v < 2.2), Some(true));
+        assert_eq!(Hist::default().quantiles([0.5]), [None]);
+    }
+
+    #[test]
+    fn text_form_round_trips_and_skips_garbage() {
+        let mut h = Hist::default();
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_micros(3));
+        h.observe(Duration::from_millis(5));
+        assert_eq!(h.encode(), "7:1,50:2");
+        assert_eq!(Hist::decode(&h.encode()).encode(), "7:1,50:2");
+        assert_eq!(Hist::decode("7:1,x:2,200:1,50:2,9").encode(), "7:1,50:2");
+        assert_eq!(Hist::decode("").count(), 0);
+    }
+}
