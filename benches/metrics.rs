@@ -1,6 +1,7 @@
 //! Per-request cost of observability: what a finished request costs the metrics registry
 //! (`Metrics::record`), with and without a product label, for an unrouted request, and with the
-//! facts boxed as the request tail holds them. Compare with the ~20 CPU-µs a proxied request costs
+//! facts boxed as the request tail holds them; and what the analytics aggregator adds
+//! (`Analytics::record`: one sharded lock, a hash lookup by borrowed names, a histogram bucket). Compare with the ~20 CPU-µs a proxied request costs
 //! in total (BENCHMARKS.md): the budget for metrics and logs together is 5 %, about 1 µs.
 //!
 //! Run with `cargo bench --bench metrics`.
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use gatehouse::observe::analytics::Analytics;
 use gatehouse::observe::metrics::{Metrics, RequestFacts};
 use gatehouse::policy::Chain;
 use gatehouse::route::{Api, Route};
@@ -60,6 +62,15 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("render/3-routes", |b| b.iter(|| black_box(metrics.render(&[], &[]))));
+    g.finish();
+
+    let analytics = Analytics::default();
+    let mut g = c.benchmark_group("analytics");
+    let record = |f: &RequestFacts| analytics.record(metrics.route_series(f.route.as_ref()), f);
+    g.bench_function("record/route", |b| b.iter(|| record(black_box(&routed))));
+    let subscribed = RequestFacts { subscription: Some(Arc::from("mobile-app")), ..with_product.clone() };
+    g.bench_function("record/route+product+subscription", |b| b.iter(|| record(black_box(&subscribed))));
+    g.bench_function("record/unrouted", |b| b.iter(|| record(black_box(&unrouted))));
     g.finish();
 }
 

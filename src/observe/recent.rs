@@ -1,13 +1,9 @@
 //! The last five minutes, second by second, for the dashboard: requests, failures by layer and a
-//! coarse latency histogram per second, in a ring of atomics (no lock on the request path), and
-//! request counts by subscription (a small capped map, touched only when a request has one).
+//! coarse latency histogram per second, in a ring of atomics (no lock on the request path). Top
+//! APIs and subscriptions come from the analytics (`observe::analytics`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use parking_lot::Mutex;
 
 use super::metrics::{layer_index, RequestFacts};
 
@@ -15,8 +11,6 @@ use super::metrics::{layer_index, RequestFacts};
 pub const WINDOW: usize = 300;
 /// Latency buckets: bucket `i` holds durations below `50 µs × 2^(i/2)`; the last one the rest.
 const BUCKETS: usize = 32;
-/// Subscriptions counted before new ones are left out (the dashboard shows a top list).
-const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 #[derive(Default)]
 struct Slot {
@@ -38,7 +32,6 @@ fn bucket(d: Duration) -> usize {
 
 pub struct Recent {
     slots: Box<[Slot]>,
-    subscriptions: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 impl std::fmt::Debug for Recent {
@@ -49,7 +42,7 @@ impl std::fmt::Debug for Recent {
 
 impl Default for Recent {
     fn default() -> Self {
-        Recent { slots: (0..WINDOW).map(|_| Slot::default()).collect(), subscriptions: Mutex::default() }
+        Recent { slots: (0..WINDOW).map(|_| Slot::default()).collect() }
     }
 }
 
@@ -89,14 +82,6 @@ impl Recent {
             slot.failed[layer].fetch_add(1, Ordering::Relaxed);
         }
         slot.latency[bucket(f.duration)].fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = &f.subscription {
-            let mut map = self.subscriptions.lock();
-            if let Some(n) = map.get_mut(s) {
-                *n += 1;
-            } else if map.len() < MAX_SUBSCRIPTIONS {
-                map.insert(s.clone(), 1);
-            }
-        }
     }
 
     /// The last `WINDOW` seconds, oldest first (seconds without traffic are zeros).
@@ -136,14 +121,6 @@ impl Recent {
             })
             .collect()
     }
-
-    /// Subscriptions by requests, most first.
-    pub fn top_subscriptions(&self, n: usize) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self.subscriptions.lock().iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v.truncate(n);
-        v
-    }
 }
 
 /// The upper bound (ms) of the bucket holding quantile `q`.
@@ -176,7 +153,6 @@ mod tests {
         }
         f.layer = Some(crate::respond::Layer::Backend);
         f.duration = Duration::from_millis(900);
-        f.subscription = Some("sub-1".into());
         r.record(&f);
         let s = r.series();
         assert_eq!(s.len(), WINDOW);
@@ -186,6 +162,5 @@ mod tests {
         let busiest = s.iter().max_by_key(|s| s.requests).expect("a second with traffic");
         let p50 = busiest.p50_ms.expect("p50");
         assert!((3.0..4.5).contains(&p50), "{p50}");
-        assert_eq!(r.top_subscriptions(5), vec![("sub-1".to_owned(), 1)]);
     }
 }

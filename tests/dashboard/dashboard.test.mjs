@@ -1,7 +1,8 @@
 // The dashboard in a real browser: Debian's Chromium driven by playwright-core. Starts the
 // gatehouse binary (GATEHOUSE_BIN, default target/debug/gatehouse) in front of a small node
 // backend, sends known traffic (successes, edge 404s, backend 502s), opens the dashboard with
-// the admin token and checks that the charts and tables show that traffic; the screenshot goes
+// the admin token and checks that the charts and tables (top APIs from /analytics) show that
+// traffic; the screenshot goes
 // to target/ci-artifacts/dashboard.png. Without the token the page is locked and the data 401s.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,9 +91,15 @@ apis:
       const box = await page.locator(`#${id} canvas`).boundingBox();
       assert.ok(box && box.width > 200 && box.height > 100, `chart ${id} is drawn: ${JSON.stringify(box)}`);
     }
+    // Top APIs of the last hour, from /analytics: requests, errors, p95 latency.
+    await page.waitForFunction(() => document.body.dataset.analytics === '1', null, { timeout: 20_000 });
     const apis = await page.locator('#apis tbody tr').allInnerTexts();
-    assert.match(apis[0], /^orders\s+40\s+0$/);
-    assert.ok(apis.some((r) => /^legacy\s+3\s+3$/.test(r)), apis.join(' | '));
+    assert.match(apis[0], /^orders\s+40\s+0\s+\d+(\.\d+)?$/, apis.join(' | '));
+    assert.ok(apis.some((r) => /^catalog\s+10\s+0\s/.test(r)), apis.join(' | '));
+    assert.ok(apis.some((r) => /^legacy\s+3\s+3\s/.test(r)), apis.join(' | '));
+    assert.ok(apis.some((r) => /^\(no route\)\s+5\s+5\s/.test(r)), apis.join(' | '));
+    // No subscription keys in this config: the panel says so.
+    assert.match(await page.locator('#subs tbody').innerText(), /none yet/);
     const backends = await page.locator('#backends tbody tr').allInnerTexts();
     assert.ok(backends.some((r) => r.startsWith('shop') && r.endsWith('up')), backends.join(' | '));
     // Legend values of the traffic chart: uPlot drew the series it was given.

@@ -1,5 +1,6 @@
 //! The dashboard: one page on the admin listener showing traffic, latency percentiles, failures
-//! by layer, top APIs and subscriptions, and backend health, refreshed every two seconds.
+//! by layer, top APIs and subscriptions of the last hour (from `/analytics`), and backend
+//! health, refreshed every two seconds.
 //!
 //! The page and its assets (uPlot, MIT, vendored from npm `uplot` 1.6.32 with its licence) are
 //! compiled into the binary and carry no data, so they are served without the token; the data
@@ -55,35 +56,6 @@ async fn data(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     }
     let active = gw.active();
     let telemetry = &active.observe.telemetry;
-    let mut apis: Vec<serde_json::Value> = telemetry
-        .metrics
-        .all_series()
-        .iter()
-        .filter(|s| !s.api.is_empty())
-        .fold(Vec::<(String, u64, u64)>::new(), |mut acc, s| {
-            let (total, layers) = s.totals();
-            let failed: u64 = layers[1..].iter().sum();
-            match acc.iter_mut().find(|a| *a.0 == *s.api) {
-                Some(a) => {
-                    a.1 += total;
-                    a.2 += failed;
-                }
-                None => acc.push((s.api.to_string(), total, failed)),
-            }
-            acc
-        })
-        .into_iter()
-        .filter(|a| a.1 > 0)
-        .map(|(api, requests, failed)| json!({ "api": api, "requests": requests, "failed": failed }))
-        .collect();
-    apis.sort_by(|a, b| b["requests"].as_u64().cmp(&a["requests"].as_u64()));
-    apis.truncate(10);
-    let subscriptions: Vec<_> = telemetry
-        .recent
-        .top_subscriptions(10)
-        .into_iter()
-        .map(|(s, n)| json!({ "subscription": s, "requests": n }))
-        .collect();
     let backends: Vec<_> = super::admin::servers(&gw)
         .into_iter()
         .map(|(b, s, up)| json!({ "backend": b, "server": s, "up": up }))
@@ -91,8 +63,6 @@ async fn data(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     Json(json!({
         "generation": active.generation,
         "seconds": telemetry.recent.series(),
-        "top_apis": apis,
-        "top_subscriptions": subscriptions,
         "backends": backends,
     }))
     .into_response()

@@ -1,5 +1,6 @@
-// The dashboard's script: fetches /dashboard/data with the admin token every two seconds and
-// draws it with uPlot. The token comes from the URL fragment (#token=…) or the form, and stays in
+// The dashboard's script: fetches /dashboard/data (the last five minutes, backend health) and
+// /analytics (top APIs and subscriptions of the last hour) with the admin token every two
+// seconds and draws them with uPlot and tables. The token comes from the URL fragment (#token=…) or the form, and stays in
 // this tab's session storage.
 (function () {
   'use strict';
@@ -54,7 +55,7 @@
     if (list.length === 0) {
       const tr = body.insertRow();
       const td = tr.insertCell();
-      td.colSpan = 3;
+      td.colSpan = $(id).querySelectorAll('th').length;
       td.className = 'empty';
       td.textContent = 'none yet';
       return;
@@ -77,8 +78,6 @@
     chart('latency', [['p50', '#1a7f37'], ['p95', '#bf8700'], ['p99', '#cf222e']], [t, col('p50_ms'), col('p95_ms'), col('p99_ms')]);
     chart('errors', [['edge', '#8250df'], ['policy', '#bf8700'], ['backend', '#cf222e'], ['gateway', '#57606a']],
       [t, col('edge'), col('policy'), col('backend'), col('gateway')]);
-    rows('apis', d.top_apis, (a) => [[a.api], [a.requests, 'n'], [a.failed, 'n']]);
-    rows('subs', d.top_subscriptions, (x) => [[x.subscription], [x.requests, 'n']]);
     rows('backends', d.backends, (b) => [[b.backend], [b.server], [b.up ? 'up' : 'down', b.up ? 'up' : 'down']]);
     const sum = (k) => s.reduce((a, x) => a + x[k], 0);
     const total = sum('requests');
@@ -87,6 +86,21 @@
     document.body.dataset.ready = '1';
     $('status').textContent = `config generation ${d.generation} · ${total} requests in the last 5 minutes · ` +
       new Date().toLocaleTimeString();
+  }
+
+  const ms = (v) => (v == null ? '–' : v < 10 ? v.toFixed(2) : v.toFixed(0));
+  const top = (list, name) => list.filter((r) => r[name] != null).slice(0, 10);
+  // One table of /analytics rows (by=api or by=subscription, interval=total, most requests first).
+  function drawTop(id, name, a) {
+    rows(id, top(a.rows, name), (r) => [
+      [r[name] === '' ? '(no route)' : r[name]], [r.requests, 'n'], [r.errors, 'n'], [ms(r.latency_ms.p95), 'n'],
+    ]);
+  }
+
+  async function analytics(by) {
+    const r = await fetch('/analytics?by=' + by, { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' });
+    if (!r.ok) throw new Error('/analytics answered ' + r.status);
+    return r.json();
   }
 
   async function refresh() {
@@ -99,6 +113,9 @@
         return login('The admin token was refused.');
       }
       draw(await r.json());
+      drawTop('apis', 'api', await analytics('api'));
+      drawTop('subs', 'subscription', await analytics('subscription'));
+      document.body.dataset.analytics = '1';
     } catch (e) {
       $('status').textContent = 'gateway unreachable: ' + e.message;
     }
