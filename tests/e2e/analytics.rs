@@ -390,3 +390,42 @@ async fn a_store_outage_never_slows_requests_and_its_analytics_arrive_later() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_a_store_analytics_are_served_from_memory() {
+    let b = backend().await;
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: main, bind: "127.0.0.1:0" }}
+admin: {{ bind: "127.0.0.1:0", token: "{TOKEN}" }}
+edge: {{ access_log: {{ format: off }} }}
+telemetry: {{ metrics: false, analytics: {{ flush_interval: 100ms }} }}
+backends:
+  b: {{ servers: [ {{ url: "http://{}" }} ] }}
+apis:
+  catalog: {{ path: /catalog, backend: b }}
+"#,
+        b.addr
+    );
+    let g = gateway(&yaml).await;
+    assert!(g.gw.store().is_none());
+    let admin = g.gw.admin_addr().await.expect("admin");
+    for i in 0..6 {
+        assert_eq!(call(g.addr, &format!("/catalog/{i}"), None).await, 200);
+    }
+    assert_eq!(call(g.addr, "/elsewhere", None).await, 404);
+    // Several flushes pass: finished minutes move to the in-memory history and still count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = rows_of(admin, "api", 7).await;
+    assert_eq!(v["source"], "memory");
+    assert_eq!(counts(row(&v, "api", Some("catalog"))), [6, 0, 0, 0, 0], "{v}");
+    assert_eq!(counts(row(&v, "api", Some(""))), [1, 1, 1, 0, 0]);
+    // Metrics off does not turn analytics off; `enabled: false` does (after a reload).
+    let off = yaml.replace("flush_interval: 100ms", "enabled: false");
+    g.reload_with(&off).await.expect("reload");
+    assert_eq!(call(g.addr, "/catalog/x", None).await, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(total(&rows_of(admin, "api", 7).await), 7, "the history stays, nothing new is counted");
+    g.gw.shutdown().await;
+}
