@@ -311,7 +311,9 @@ async fn serve(
     if route.chain.is_empty() {
         return forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
     }
-    pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
+    // Boxed: the pipeline's state (the Exchange, policy futures) would otherwise make every
+    // request's future larger, and hyper moves that future into place for plain routes too.
+    Box::pin(pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace)).await
 }
 
 /// A request on its way to the backend.
@@ -530,6 +532,8 @@ async fn forward(
 
     let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(&mut parts.headers);
+    // X-Forwarded-For/-Proto/-Host, Forwarded and X-Request-Id: grow the map once, not per insert.
+    parts.headers.reserve(5);
     parts.headers.remove(header::EXPECT);
     if let Some(v) = upgrade_value {
         // An h2c upgrade is never honoured (RFC 9113 dropped it; a smuggling vector).
