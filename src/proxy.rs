@@ -61,6 +61,8 @@ struct Trace {
     backend: Option<Arc<str>>,
     /// The subscription that called, when the API is in a product.
     caller: Option<Arc<crate::policy::Caller>>,
+    /// Policies' callbacks for when the response body has gone out (bandwidth quotas).
+    on_sent: Vec<crate::policy::SentHook>,
 }
 
 /// The hyper service.
@@ -179,6 +181,9 @@ pub async fn handle(
             ..RequestFacts::default()
         };
         active.observe.finish(&mut tail, facts, started, span);
+    }
+    if !trace.on_sent.is_empty() {
+        tail.on_sent(resp.status().as_u16(), std::mem::take(&mut trace.on_sent));
     }
     resp.body_mut().set_tail(tail);
     Ok(resp)
@@ -366,6 +371,7 @@ async fn pipeline(
         error: None,
         extra_response_headers: HeaderMap::new(),
         deferred: Vec::new(),
+        on_sent: Vec::new(),
         body_limit: snap.edge.limits.body_bytes,
     };
     x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
@@ -452,6 +458,9 @@ async fn pipeline(
     let status = response.status().as_u16();
     for f in x.deferred.drain(..) {
         f(status);
+    }
+    if !x.on_sent.is_empty() {
+        trace.on_sent = std::mem::take(&mut x.on_sent);
     }
     Ok(response)
 }

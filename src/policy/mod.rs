@@ -59,7 +59,7 @@ use http::Response;
 use serde::de::DeserializeOwned;
 
 pub use env::PolicyEnv;
-pub use exchange::{BackendPlan, Caller, ErrorInfo, Exchange, RetryPlan};
+pub use exchange::{BackendPlan, Caller, ErrorInfo, Exchange, RetryPlan, SentHook};
 pub use run::{run_section, Flow};
 
 use crate::body::ResponseBody;
