@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::compress::encode::{Encoded, Encoder};
 use crate::observe::RequestTail;
 use crate::upstream::pool::Checkin;
 
@@ -44,6 +45,8 @@ pin_project_lite::pin_project! {
     enum Inner {
         Full { data: Option<Bytes> },
         Upstream { #[pin] body: Incoming, checkin: Option<Checkin> },
+        // Boxed: compressed responses are the rare case and the encoder state is large.
+        Encoded { body: Box<Encoded> },
     }
 }
 
@@ -63,6 +66,13 @@ impl ResponseBody {
     /// A backend's body whose HTTP/1.1 connection returns to the pool when the body ends.
     pub fn pooled(body: Incoming, checkin: Option<Checkin>) -> Self {
         ResponseBody { inner: Inner::Upstream { body, checkin }, tail: None }
+    }
+
+    /// This body compressed as it streams (`compress::apply`); the tail, if any, stays outside
+    /// so the log counts the bytes actually sent.
+    pub fn encoded(mut self, encoder: Encoder) -> Self {
+        let tail = self.tail.take();
+        ResponseBody { inner: Inner::Encoded { body: Box::new(Encoded::new(self, encoder)) }, tail }
     }
 
     /// Attaches the per-request tail; it is finished when this body is dropped.
@@ -94,6 +104,7 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            InnerProj::Encoded { body } => Pin::new(&mut **body).poll_frame(cx),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(tail)) = (&polled, this.tail.as_mut()) {
             if let Some(d) = frame.data_ref() {
@@ -107,6 +118,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full { data } => data.is_none(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Encoded { body } => body.is_end_stream(),
         }
     }
 
@@ -114,6 +126,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Encoded { body } => body.size_hint(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod edge;
 pub mod expr;

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{ResponseBody, UpstreamBody};
+use crate::compress;
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
 use crate::observe::access_log::LogRecord;
@@ -109,6 +110,8 @@ pub async fn handle(
             .collect(),
     });
 
+    // What the client accepts, read before `serve` consumes the request; only when configured.
+    let accept = snap.compression.any().then(|| compress::Accept::of(req.method(), req.headers()));
     let mut trace = Trace::default();
     let mut resp = match serve(&active, &conn, req, &request_id, peer_trusted, &mut trace).await {
         Ok(r) => r,
@@ -125,6 +128,9 @@ pub async fn handle(
         let edge = trace.edge_done.unwrap_or(started).duration_since(started);
         let policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
         resp.headers_mut().insert(SERVER_TIMING, server_timing::header_value(edge, policy, trace.time_backend));
+    }
+    if let Some(accept) = accept {
+        compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
     }
 
     if let (Some(log), Some(head)) = (&active.access_log, log_head) {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod compression;
 mod core;
 mod framing;
 mod h2abuse;
