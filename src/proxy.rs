@@ -397,13 +397,18 @@ async fn pipeline(
         }
         Flow::Reject(p) => on_error(&mut x, &chain, *p, trace).await,
         Flow::Continue => {
-            // The request as the policies left it; `x.request` keeps the original headers for
-            // outbound policies (cache keys, CORS).
+            // The request as the policies left it. Outbound and on-error policies may read the
+            // request's headers (cache keys, conditions), so `x.request` keeps them only when
+            // such a section exists; otherwise they move to the backend call uncopied.
             let mut out = Request::new(());
             *out.method_mut() = x.request.method.clone();
             *out.uri_mut() = x.request.uri.clone();
             *out.version_mut() = x.request.version;
-            *out.headers_mut() = x.request.headers.clone();
+            *out.headers_mut() = if chain.outbound.is_empty() && chain.on_error.is_empty() {
+                std::mem::take(&mut x.request.headers)
+            } else {
+                x.request.headers.clone()
+            };
             let (parts, ()) = out.into_parts();
             let body = std::mem::replace(&mut x.body, UpstreamBody::empty());
             let call = Call {

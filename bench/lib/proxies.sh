@@ -64,7 +64,7 @@ EOF
 # --- direct: no proxy, wrk straight at the origin (baseline; plain mode only)
 proxy_available_direct() { return 0; }
 proxy_start_direct() {
-  [[ $1 == plain || $1 == policy ]] || return 2
+  [[ $1 == plain || $1 == policy || $1 == auth ]] || return 2
   PROXY_PID="" PROXY_DIR=""
   PROXY_PORT=$UPSTREAM_PORT
 }
@@ -73,7 +73,7 @@ proxy_start_direct() {
 proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; return 1; }; }
 proxy_start_nginx() {
   local mode=$1 port=$2 dir listen conns=4096 locations keepalive=64
-  if [[ $mode == policy ]]; then mode=plain; fi # the baseline: plain proxying
+  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/nginx-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -145,7 +145,7 @@ EOF
 proxy_available_haproxy() { [[ -x $HAPROXY_BIN ]] || { echo "haproxy not found" >&2; return 1; }; }
 proxy_start_haproxy() {
   local mode=$1 port=$2 dir bind maxconn=4096
-  if [[ $mode == policy ]]; then mode=plain; fi # the baseline: plain proxying
+  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/haproxy-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -199,6 +199,9 @@ proxy_start_gatehouse() {
     idle) tmpl=$BENCH_DIR/gatehouse-idle.yaml ;;
     reload) tmpl=$BENCH_DIR/gatehouse-reload-a.yaml ;;
     policy) tmpl=$BENCH_DIR/gatehouse-policy.yaml ;;
+    auth) tmpl=$BENCH_DIR/gatehouse-auth.yaml ;;
+    obsoff) tmpl=$BENCH_DIR/gatehouse-obs-off.yaml ;;
+    obson) tmpl=$BENCH_DIR/gatehouse-obs-on.yaml ;;
     *) return 2 ;;
   esac
   dir=$WORK/gatehouse-$mode-$port
@@ -221,7 +224,7 @@ proxy_start_gatehouse() {
     cat "$dir/check.log" >&2
     return 1
   fi
-  if [[ $mode == policy ]]; then # the subscription the load generator's key belongs to
+  if [[ $mode == policy || $mode == auth ]]; then # the subscription the load generator's key belongs to
     printf '%s\n' "$BENCH_SUB_KEY" | "$GATEHOUSE_BIN" subscription create -c "$dir/gatehouse.yaml" \
       --name bench --product bench --primary-key - >"$dir/subscription.log" 2>&1 ||
       { echo "gatehouse subscription create failed:" >&2; cat "$dir/subscription.log" >&2; return 1; }
