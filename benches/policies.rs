@@ -74,6 +74,7 @@ fn exchange() -> Exchange {
         extra_response_headers: http::HeaderMap::new(),
         deferred: Vec::new(),
         body_limit: 1 << 20,
+        cache: None,
     }
 }
 

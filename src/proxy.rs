@@ -365,6 +365,7 @@ async fn pipeline(
         extra_response_headers: HeaderMap::new(),
         deferred: Vec::new(),
         body_limit: snap.edge.limits.body_bytes,
+        cache: None,
     };
     x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
 

@@ -178,6 +178,7 @@ pub(crate) mod testing {
             extra_response_headers: http::HeaderMap::new(),
             deferred: Vec::new(),
             body_limit: 1 << 20,
+            cache: None,
         }
     }
 }

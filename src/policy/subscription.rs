@@ -96,6 +96,7 @@ mod tests {
             extra_response_headers: HeaderMap::new(),
             deferred: Vec::new(),
             body_limit: 1024,
+            cache: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache;
 mod core;
 mod framing;
 mod h2abuse;
