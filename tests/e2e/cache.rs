@@ -4,9 +4,6 @@
 //! config errors; and entries shared by two gateways through the real Redis at 127.0.0.1:6379
 //! (these tests fail, not skip, without it), or served as misses while Redis is down.
 
-#[path = "../redis_support/mod.rs"]
-mod redis_support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +14,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 
 use crate::support::*;
-use redis_support::{cleanup, prefix, TcpCut, REDIS};
+use crate::redis_support::{self, cleanup, prefix, TcpCut, REDIS};
 
 /// A backend whose body says how many requests it has answered (`n=3 GET /api/x`), and whose
 /// answer headers depend on the path: `/nostore`, `/private`, `/short` (max-age=1), `/cookie`,

@@ -2,6 +2,9 @@
 //! One binary for all of them (one link, shared support code).
 
 mod support;
+/// Shared with the Redis tests outside this binary.
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
 
 mod cache;
 mod core;
