@@ -13,17 +13,22 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 
-use crate::support::*;
 use crate::redis_support::{self, cleanup, prefix, TcpCut, REDIS};
+use crate::support::*;
 
 /// A backend whose body says how many requests it has answered (`n=3 GET /api/x`), and whose
 /// answer headers depend on the path: `/nostore`, `/private`, `/short` (max-age=1), `/cookie`,
-/// `/lang` (Vary: Accept-Language).
+/// `/lang` (Vary: Accept-Language), `/big` (1.5 MiB).
 async fn counting_backend() -> Backend {
     let n = Arc::new(AtomicUsize::new(0));
     let handler: Handler = Arc::new(move |s: &Seen| {
         let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut r = Response::new(Full::new(Bytes::from(format!("n={i} {} {}", s.method, s.uri))));
+        let mut body = format!("n={i} {} {}", s.method, s.uri);
+        if s.uri.contains("/big") {
+            // Over cache-store's default max_body (1 MiB).
+            body.push_str(&"x".repeat(3 << 19));
+        }
+        let mut r = Response::new(Full::new(Bytes::from(body)));
         let h = r.headers_mut();
         h.insert("content-type", "text/plain".parse().expect("hv"));
         let path = s.uri.split('?').next().unwrap_or("");
@@ -144,13 +149,14 @@ async fn headers_query_parameters_and_response_vary_keep_entries_apart() {
 async fn responses_that_forbid_storing_are_not_stored_and_max_age_shortens_the_entry() {
     let b = counting_backend().await;
     let g = gateway(&config(b.addr, "rules", "{ caching_type: internal }", "")).await;
-    for path in ["/rules/nostore", "/rules/private", "/rules/cookie"] {
+    for path in ["/rules/nostore", "/rules/private", "/rules/cookie", "/rules/big"] {
         let before = b.count();
         let first = call(&g, "GET", path, &[]).await;
         let second = call(&g, "GET", path, &[]).await;
         assert_eq!(b.count(), before + 2, "{path} was served from the cache");
         assert_ne!(first.body, second.body);
         assert!(cache_status(&second).contains("detail="), "{path}: {}", cache_status(&second));
+        assert_eq!(first.body.len(), second.body.len(), "{path}: the body arrives whole");
     }
     // max-age=1 under a 60s duration: a hit at once, a miss after a second.
     let first = call(&g, "GET", "/rules/short", &[]).await;
@@ -208,16 +214,23 @@ async fn vary_by_subscription_gives_each_subscription_its_entry() {
         keys.push(k.primary.expect("generated").expose().to_owned());
     }
     let header = "Ocp-Apim-Subscription-Key";
-    let mut first = call(&g, "GET", "/subs/x", &[(header, &keys[0])]).await;
-    for _ in 0..50 {
-        if first.status == 200 {
-            break;
+    // The gateway sees new subscriptions within the store's poll interval.
+    let until_known = |key: String| {
+        let g = &g;
+        async move {
+            for _ in 0..50 {
+                let got = call(g, "GET", "/subs/x", &[(header, &key)]).await;
+                if got.status != 401 {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("subscription never became known");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        first = call(&g, "GET", "/subs/x", &[(header, &keys[0])]).await;
-    }
+    };
+    let first = until_known(keys[0].clone()).await;
     assert_eq!(first.status, 200, "{}", first.text());
-    let other = call(&g, "GET", "/subs/x", &[(header, &keys[1])]).await;
+    let other = until_known(keys[1].clone()).await;
     assert_ne!(other.body, first.body, "another subscription has its own entry");
     assert_eq!(call(&g, "GET", "/subs/x", &[(header, &keys[0])]).await.body, first.body);
     assert_eq!(call(&g, "GET", "/subs/x", &[(header, &keys[1])]).await.body, other.body);
@@ -365,7 +378,8 @@ async fn with_redis_down_requests_are_misses_and_never_hang() {
     let before = b.count();
     let prefer = gateway(&config(b.addr, "down", "{ caching_type: prefer-external }", &cluster(&down, &p))).await;
     let first = call(&prefer, "GET", "/down/y", &[]).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The store is attempted in the background (bounded by redis_timeout), then falls back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&prefer, "GET", "/down/y", &[]).await.body, first.body);
     assert_eq!(b.count(), before + 1);
 

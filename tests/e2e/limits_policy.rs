@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::support::*;
 use crate::redis_support::{self, cleanup, prefix, TcpCut, REDIS};
+use crate::support::*;
 
 /// A gateway config with backend `b` at `addr`, API `orders` at `/orders` (operations
 /// `get-order` GET `/{id}` and `list` GET `/`), its inbound policies, and `extra` top-level YAML.
