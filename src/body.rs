@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::compress::encode::{Encoded, Encoder};
 use crate::observe::RequestTail;
 use crate::upstream::pool::Checkin;
 
@@ -48,6 +49,8 @@ pin_project_lite::pin_project! {
         // Frames a policy already read (`cache-store` looking for the end of a body), then the
         // rest of the body.
         Replay { head: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<ResponseBody>>> },
+        // Boxed: compressed responses are the rare case and the encoder state is large.
+        Encoded { body: Box<Encoded> },
     }
 }
 
@@ -72,6 +75,13 @@ impl ResponseBody {
     /// `head` (frames already read from a body) followed by `rest` (what is left of it).
     pub fn replay(head: Vec<Frame<Bytes>>, rest: ResponseBody) -> Self {
         ResponseBody { inner: Inner::Replay { head: head.into(), rest: Some(Box::pin(rest)) }, tail: None }
+    }
+
+    /// This body compressed as it streams (`compress::apply`); the tail, if any, stays outside
+    /// so the log counts the bytes actually sent.
+    pub fn encoded(mut self, encoder: Encoder) -> Self {
+        let tail = self.tail.take();
+        ResponseBody { inner: Inner::Encoded { body: Box::new(Encoded::new(self, encoder)) }, tail }
     }
 
     /// Attaches the per-request tail; it is finished when this body is dropped.
@@ -108,6 +118,7 @@ impl Body for ResponseBody {
                 (None, Some(r)) => r.as_mut().poll_frame(cx),
                 (None, None) => Poll::Ready(None),
             },
+            InnerProj::Encoded { body } => Pin::new(&mut **body).poll_frame(cx),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(tail)) = (&polled, this.tail.as_mut()) {
             if let Some(d) = frame.data_ref() {
@@ -122,6 +133,7 @@ impl Body for ResponseBody {
             Inner::Full { data } => data.is_none(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
             Inner::Replay { head, rest } => head.is_empty() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
+            Inner::Encoded { body } => body.is_end_stream(),
         }
     }
 
@@ -138,6 +150,7 @@ impl Body for ResponseBody {
                 h.set_lower(h.lower().saturating_add(n));
                 h
             }
+            Inner::Encoded { body } => body.size_hint(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// `true`, `false` or a block; read from the document by `compress::config::compile`.
+    pub compression: Option<serde::de::IgnoredAny>,
 }
 
 /// `edge.limits:` defaults follow reliability.md §4 (safe for an edge, like Envoy's edge profile).
@@ -414,6 +416,9 @@ pub struct ApiConfig {
     /// Add a `Server-Timing` header (edge, policy, backend durations) to this API's responses.
     #[serde(default)]
     pub server_timing: bool,
+    /// `false`, `true` (the edge's settings) or this API's own block; read from the document by
+    /// `compress::config::compile`.
+    pub compression: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -87,6 +87,10 @@ pub struct CacheTicket {
 /// A callback run once the final status is known.
 pub type Deferred = Box<dyn FnOnce(u16) + Send>;
 
+/// A callback run when the response body has ended, with the final status and the body bytes
+/// sent to the client (bandwidth quotas).
+pub type SentHook = Box<dyn FnOnce(u16, u64) + Send>;
+
 /// One request in the pipeline.
 pub struct Exchange {
     pub stage: Stage,
@@ -115,6 +119,8 @@ pub struct Exchange {
     pub extra_response_headers: HeaderMap,
     /// Run with the final status (count only 2xx, release a concurrency permit).
     pub deferred: Vec<Deferred>,
+    /// Run with the status and the response bytes once the body has gone out.
+    pub on_sent: Vec<SentHook>,
     /// The largest body a policy may buffer.
     pub body_limit: u64,
     /// What `cache-lookup` hands to `cache-store` after a miss.

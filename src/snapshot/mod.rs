@@ -82,6 +82,8 @@ pub struct Snapshot {
     /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
     pub secrets: crate::secrets::Sources,
     pub telemetry: crate::observe::telemetry::TelemetrySpec,
+    /// `edge.compression` and the APIs' own settings.
+    pub compression: crate::compress::Table,
 }
 
 impl Snapshot {
@@ -316,6 +318,11 @@ impl Compiler<'_> {
         }
         let routes = self.routes(cfg);
         let telemetry = crate::observe::telemetry::compile(&cfg.telemetry, self.doc, self.errors);
+        let mut compression_errors = Vec::new();
+        let compression = crate::compress::config::compile(self.doc, &mut compression_errors);
+        for e in compression_errors {
+            self.push(e);
+        }
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
                 self.err(&[key("runtime"), key("workers")], "workers must be between 1 and 1024");
@@ -335,6 +342,7 @@ impl Compiler<'_> {
             secrets: Default::default(),
             store: cfg.store.clone().or_else(|| (!cfg.products.is_empty()).then(Default::default)),
             telemetry,
+            compression,
         }
     }
 

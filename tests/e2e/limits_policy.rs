@@ -90,6 +90,37 @@ async fn increment_condition_counts_only_successful_calls() {
 }
 
 #[tokio::test]
+async fn quota_bandwidth_counts_the_response_bodies_sent() {
+    // 600-byte responses against a 1 KiB bandwidth quota: the third call finds it used up, and
+    // failed calls (not counted by the increment condition) use none of it.
+    let handler: Handler = Arc::new(|s: &Seen| {
+        let mut r = Response::new(Full::new(Bytes::from(vec![b'x'; 600])));
+        if s.uri.contains("bad") {
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        r
+    });
+    let b = backend_with(handler, false).await;
+    let inbound = r#"[ { quota-by-key: { bandwidth: "1KiB", renewal_period: 1h, counter_key: "{request.ip}", increment_condition: "response.status < 400" } } ]"#;
+    let g = gateway(&config(b.addr, inbound, "")).await;
+    for _ in 0..3 {
+        let got = get(&g.url("/orders/bad")).await;
+        assert_eq!(got.status, 500);
+        assert_eq!(got.body.len(), 600);
+    }
+    for _ in 0..2 {
+        let got = get(&g.url("/orders/1")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.len(), 600);
+    }
+    // Counted when the body ended: give the connection's end a moment.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let v = assert_problem(&get(&g.url("/orders/1")).await, 403, "policy");
+    assert_eq!(v["policy"], "quota-by-key");
+    assert_eq!(b.count(), 5, "the refused call never reached the backend");
+}
+
+#[tokio::test]
 async fn rate_limit_applies_api_and_operation_levels_and_survives_a_reload() {
     let b = backend().await;
     let inbound = r#"[ { rate-limit: { calls: 100, renewal_period: 60s, apis: { orders: { calls: 4, renewal_period: 60s, operations: { get-order: { calls: 2, renewal_period: 60s } } } } } } ]"#;

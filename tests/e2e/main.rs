@@ -7,6 +7,7 @@ mod redis_support;
 mod support;
 
 mod cache;
+mod compression;
 mod core;
 mod framing;
 mod h2abuse;
