@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod compress;
 pub mod config;

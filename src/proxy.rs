@@ -379,6 +379,7 @@ async fn pipeline(
         deferred: Vec::new(),
         on_sent: Vec::new(),
         body_limit: snap.edge.limits.body_bytes,
+        cache: None,
     };
     x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
 

@@ -507,6 +507,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "store",
     "products",
     "telemetry",
+    "cache",
 ];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
@@ -528,4 +529,6 @@ pub struct ConfigDoc {
     /// Products: APIs bundled behind subscriptions, with product-scope policies.
     pub products: BTreeMap<String, store::ProductConfig>,
     pub telemetry: crate::observe::telemetry::TelemetryConfig,
+    /// The in-memory cache's size (`docs/caching.md`).
+    pub cache: Option<crate::cache::CacheConfig>,
 }

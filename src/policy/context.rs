@@ -179,6 +179,7 @@ pub(crate) mod testing {
             deferred: Vec::new(),
             on_sent: Vec::new(),
             body_limit: 1 << 20,
+            cache: None,
         }
     }
 }

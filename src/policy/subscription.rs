@@ -97,6 +97,7 @@ mod tests {
             deferred: Vec::new(),
             on_sent: Vec::new(),
             body_limit: 1024,
+            cache: None,
         }
     }
 

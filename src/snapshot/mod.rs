@@ -200,6 +200,7 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     cfg.admin = take(doc, &[key("admin")], errors);
     cfg.cluster = take(doc, &[key("cluster")], errors);
     cfg.store = take(doc, &[key("store")], errors);
+    cfg.cache = take(doc, &[key("cache")], errors);
     for (name, path) in doc.map_entries(&[key("products")]) {
         if let Some(v) = take::<config::store::ProductConfig>(doc, &path, errors) {
             cfg.products.insert(name, v);
@@ -309,6 +310,7 @@ impl Compiler<'_> {
         for (k, msg) in self.env.limits.configure(cfg.cluster.as_ref()) {
             self.err(&[key("cluster"), key(k)], msg);
         }
+        self.env.cache.configure(cfg.cache.as_ref());
         if let Some(store) = &cfg.store {
             for (k, msg) in crate::store::Store::check_config(store) {
                 self.err(&[key("store"), key(k)], msg);

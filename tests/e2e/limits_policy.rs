@@ -2,9 +2,6 @@
 //! shared by three gateways through the real Redis at 127.0.0.1:6379 (those tests fail when it
 //! is missing), including an outage made by cutting a TCP proxy the test owns.
 
-#[path = "../redis_support/mod.rs"]
-mod redis_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +9,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::redis_support::{self, cleanup, prefix, TcpCut, REDIS};
 use crate::support::*;
-use redis_support::{cleanup, prefix, TcpCut, REDIS};
 
 /// A gateway config with backend `b` at `addr`, API `orders` at `/orders` (operations
 /// `get-order` GET `/{id}` and `list` GET `/`), its inbound policies, and `extra` top-level YAML.
