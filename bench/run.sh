@@ -45,9 +45,18 @@ scenario_def() {
     h1-16k) SC_MODE=plain SC_PATH=/16k SC_BYTES=16384 SC_TOOL=wrk ;;
     tls-100b) SC_MODE=tls SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     h2c-100b) SC_MODE=h2c SC_PATH=/100b SC_BYTES=100 SC_TOOL=h2load ;;
+    h2-tls-100b) SC_MODE=h2tls SC_PATH=/100b SC_BYTES=100 SC_TOOL=h2load ;;
     routes-10k) SC_MODE=routes10k SC_PATH=/api5000/100b SC_BYTES=100 SC_TOOL=wrk ;;
     idle-10k) SC_MODE=idle SC_PATH=/100b SC_BYTES=100 SC_TOOL=idle ;;
     reload-1s) SC_MODE=reload SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    # Gatehouse with its full policy chain; nginx, HAProxy and direct proxy plainly (the target
+    # compares with nginx's plain proxying). Every proxy gets the same request headers.
+    policy-100b) SC_MODE=policy SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    # The same headers through subscription key + cached validate-jwt only (vs h1-100b).
+    auth-100b) SC_MODE=auth SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    # Gatehouse only: observability off, then metrics + combined access log on (≤ 5% apart).
+    h1-obs-off) SC_MODE=obsoff SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    h1-obs-on) SC_MODE=obson SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     *) return 1 ;;
   esac
 }
@@ -224,15 +233,19 @@ run_one() {
     return 0
   fi
   url="http://127.0.0.1:$PROXY_PORT$SC_PATH"
-  if [[ $SC_MODE == tls ]]; then url="https${url#http}"; fi
+  if [[ $SC_MODE == tls || $SC_MODE == h2tls ]]; then url="https${url#http}"; fi
   local curl_opts=(-sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download}')
+  REQ_HEADERS=()
+  if [[ $SC_MODE == policy || $SC_MODE == auth ]]; then REQ_HEADERS=(-H "Ocp-Apim-Subscription-Key: $BENCH_SUB_KEY" -H "Authorization: Bearer $BENCH_JWT"); fi
+  curl_opts+=("${REQ_HEADERS[@]}")
   if [[ $SC_MODE == h2c ]]; then curl_opts+=(--http2-prior-knowledge); fi
+  if [[ $SC_MODE == h2tls ]]; then curl_opts+=(--http2); fi
   got=$(curl "${curl_opts[@]}" "$url" || true)
   if [[ $got != "200 $SC_BYTES" ]]; then
     fail_run "$rep" "$sc" "$px" "GET $url returned '$got', expected '200 $SC_BYTES'"
     return 0
   fi
-  if [[ $SC_MODE == tls ]]; then # record the negotiated protocol/cipher
+  if [[ $SC_MODE == tls || $SC_MODE == h2tls ]]; then # record the negotiated protocol/cipher
     note=$(openssl s_client -connect "127.0.0.1:$PROXY_PORT" </dev/null 2>/dev/null |
       awk '/^New, / {gsub(",", ""); print $2 "/" $NF; exit}') || true
   fi
@@ -333,6 +346,7 @@ main() {
 
   if [[ " ${active[*]} " == *" gatehouse "* ]]; then snapshot_gatehouse; fi
   if [[ $SCENARIOS == *tls* ]]; then make_cert; fi
+  if [[ $SCENARIOS == *policy* || $SCENARIOS == *auth* ]]; then make_policy_credentials; fi
   start_upstream
   log "origin nginx on 127.0.0.1:$UPSTREAM_PORT (pid $UPSTREAM_PID, CPU $LOAD_CPU); results -> $TSV"
 

@@ -73,7 +73,9 @@ fn exchange() -> Exchange {
         error: None,
         extra_response_headers: http::HeaderMap::new(),
         deferred: Vec::new(),
+        on_sent: Vec::new(),
         body_limit: 1 << 20,
+        cache: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! `UpstreamBody` is what the backend receives: nothing, or the client's body streamed through a
 //! byte counter that enforces `edge.limits.body_bytes`.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::compress::encode::{Encoded, Encoder};
 use crate::observe::RequestTail;
 use crate::upstream::pool::Checkin;
 
@@ -44,6 +46,11 @@ pin_project_lite::pin_project! {
     enum Inner {
         Full { data: Option<Bytes> },
         Upstream { #[pin] body: Incoming, checkin: Option<Checkin> },
+        // Frames a policy already read (`cache-store` looking for the end of a body), then the
+        // rest of the body.
+        Replay { head: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<ResponseBody>>> },
+        // Boxed: compressed responses are the rare case and the encoder state is large.
+        Encoded { body: Box<Encoded> },
     }
 }
 
@@ -63,6 +70,18 @@ impl ResponseBody {
     /// A backend's body whose HTTP/1.1 connection returns to the pool when the body ends.
     pub fn pooled(body: Incoming, checkin: Option<Checkin>) -> Self {
         ResponseBody { inner: Inner::Upstream { body, checkin }, tail: None }
+    }
+
+    /// `head` (frames already read from a body) followed by `rest` (what is left of it).
+    pub fn replay(head: Vec<Frame<Bytes>>, rest: ResponseBody) -> Self {
+        ResponseBody { inner: Inner::Replay { head: head.into(), rest: Some(Box::pin(rest)) }, tail: None }
+    }
+
+    /// This body compressed as it streams (`compress::apply`); the tail, if any, stays outside
+    /// so the log counts the bytes actually sent.
+    pub fn encoded(mut self, encoder: Encoder) -> Self {
+        let tail = self.tail.take();
+        ResponseBody { inner: Inner::Encoded { body: Box::new(Encoded::new(self, encoder)) }, tail }
     }
 
     /// Attaches the per-request tail; it is finished when this body is dropped.
@@ -94,6 +113,12 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            InnerProj::Replay { head, rest } => match (head.pop_front(), rest.as_mut()) {
+                (Some(f), _) => Poll::Ready(Some(Ok(f))),
+                (None, Some(r)) => r.as_mut().poll_frame(cx),
+                (None, None) => Poll::Ready(None),
+            },
+            InnerProj::Encoded { body } => Pin::new(&mut **body).poll_frame(cx),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(tail)) = (&polled, this.tail.as_mut()) {
             if let Some(d) = frame.data_ref() {
@@ -107,6 +132,8 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full { data } => data.is_none(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Replay { head, rest } => head.is_empty() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
+            Inner::Encoded { body } => body.is_end_stream(),
         }
     }
 
@@ -114,6 +141,16 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Replay { head, rest } => {
+                let n: u64 = head.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+                let mut h = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+                if let Some(upper) = h.upper() {
+                    h.set_upper(upper.saturating_add(n));
+                }
+                h.set_lower(h.lower().saturating_add(n));
+                h
+            }
+            Inner::Encoded { body } => body.size_hint(),
         }
     }
 }

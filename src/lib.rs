@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod edge;
 pub mod expr;

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{ResponseBody, UpstreamBody};
+use crate::compress;
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
 use crate::observe::access_log::LogRecord;
@@ -61,6 +62,8 @@ struct Trace {
     backend: Option<Arc<str>>,
     /// The subscription that called, when the API is in a product.
     caller: Option<Arc<crate::policy::Caller>>,
+    /// Policies' callbacks for when the response body has gone out (bandwidth quotas).
+    on_sent: Vec<crate::policy::SentHook>,
 }
 
 /// The hyper service.
@@ -107,6 +110,8 @@ pub async fn handle(
             .collect(),
     });
 
+    // What the client accepts, read before `serve` consumes the request; only when configured.
+    let accept = snap.compression.any().then(|| compress::Accept::of(req.method(), req.headers()));
     let mut trace = Trace::default();
     let mut resp = match serve(&active, &conn, req, &request_id, peer_trusted, &mut trace).await {
         Ok(r) => r,
@@ -123,6 +128,9 @@ pub async fn handle(
         let edge = trace.edge_done.unwrap_or(started).duration_since(started);
         let policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
         resp.headers_mut().insert(SERVER_TIMING, server_timing::header_value(edge, policy, trace.time_backend));
+    }
+    if let Some(accept) = accept {
+        compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
     }
 
     if let (Some(log), Some(head)) = (&active.access_log, log_head) {
@@ -179,6 +187,9 @@ pub async fn handle(
             ..RequestFacts::default()
         };
         active.observe.finish(&mut tail, facts, started, span);
+    }
+    if !trace.on_sent.is_empty() {
+        tail.on_sent(resp.status().as_u16(), std::mem::take(&mut trace.on_sent));
     }
     resp.body_mut().set_tail(tail);
     Ok(resp)
@@ -311,7 +322,9 @@ async fn serve(
     if route.chain.is_empty() {
         return forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
     }
-    pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
+    // Boxed: the pipeline's state (the Exchange, policy futures) would otherwise make every
+    // request's future larger, and hyper moves that future into place for plain routes too.
+    Box::pin(pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace)).await
 }
 
 /// A request on its way to the backend.
@@ -364,7 +377,9 @@ async fn pipeline(
         error: None,
         extra_response_headers: HeaderMap::new(),
         deferred: Vec::new(),
+        on_sent: Vec::new(),
         body_limit: snap.edge.limits.body_bytes,
+        cache: None,
     };
     x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
 
@@ -383,13 +398,18 @@ async fn pipeline(
         }
         Flow::Reject(p) => on_error(&mut x, &chain, *p, trace).await,
         Flow::Continue => {
-            // The request as the policies left it; `x.request` keeps the original headers for
-            // outbound policies (cache keys, CORS).
+            // The request as the policies left it. Outbound and on-error policies may read the
+            // request's headers (cache keys, conditions), so `x.request` keeps them only when
+            // such a section exists; otherwise they move to the backend call uncopied.
             let mut out = Request::new(());
             *out.method_mut() = x.request.method.clone();
             *out.uri_mut() = x.request.uri.clone();
             *out.version_mut() = x.request.version;
-            *out.headers_mut() = x.request.headers.clone();
+            *out.headers_mut() = if chain.outbound.is_empty() && chain.on_error.is_empty() {
+                std::mem::take(&mut x.request.headers)
+            } else {
+                x.request.headers.clone()
+            };
             let (parts, ()) = out.into_parts();
             let body = std::mem::replace(&mut x.body, UpstreamBody::empty());
             let call = Call {
@@ -450,6 +470,9 @@ async fn pipeline(
     let status = response.status().as_u16();
     for f in x.deferred.drain(..) {
         f(status);
+    }
+    if !x.on_sent.is_empty() {
+        trace.on_sent = std::mem::take(&mut x.on_sent);
     }
     Ok(response)
 }
@@ -530,6 +553,8 @@ async fn forward(
 
     let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(&mut parts.headers);
+    // X-Forwarded-For/-Proto/-Host, Forwarded and X-Request-Id: grow the map once, not per insert.
+    parts.headers.reserve(5);
     parts.headers.remove(header::EXPECT);
     if let Some(v) = upgrade_value {
         // An h2c upgrade is never honoured (RFC 9113 dropped it; a smuggling vector).

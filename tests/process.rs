@@ -478,6 +478,7 @@ check_fixtures!(
     check_syntax_error,
     check_products,
     check_many_errors,
+    check_bad_compression,
 );
 
 /// Every `tests/check/*.yaml` has a test above (or is a `blocked_*` fixture).

@@ -163,7 +163,7 @@ AWK_MS='function ms(v) {
 
 # run_wrk SECONDS URL OUTFILE
 run_wrk() {
-  run_load "$3" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" --latency "$2"
+  run_load "$3" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1s" --timeout "$WRK_TIMEOUT" "${REQ_HEADERS[@]}" --latency "$2"
 }
 
 # parse_wrk FILE -> "requests rps p50_ms p99_ms socket_errors non2xx"
@@ -196,4 +196,25 @@ parse_h2load() {
     /^time for request:/ { mx = ms($5); mean = ms($6) }
     END { printf "%d %.1f %.3f %.3f %d %d\n", req, rps, mean, mx, err, non }
   ' "$1"
+}
+
+# Request headers every load generator and check sends in the current scenario (-H NAME: VALUE pairs).
+REQ_HEADERS=()
+
+# make_policy_credentials (policy-100b): a random HS256 secret, a subscription key and a token
+# (sub bench-user, aud bench, valid for a day) signed with it.
+make_policy_credentials() {
+  BENCH_JWT_SECRET=$(openssl rand -hex 32)
+  BENCH_SUB_KEY=$(openssl rand -hex 16)
+  BENCH_JWT=$(python3 - "$BENCH_JWT_SECRET" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+now = int(time.time())
+claims = {"iss": "bench-issuer", "aud": "bench", "sub": "bench-user", "iat": now, "exp": now + 86400}
+body = b64(json.dumps(claims).encode())
+sig = b64(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
+print((head + b"." + body + b"." + sig).decode())
+PY
+)
 }

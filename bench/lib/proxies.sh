@@ -64,7 +64,7 @@ EOF
 # --- direct: no proxy, wrk straight at the origin (baseline; plain mode only)
 proxy_available_direct() { return 0; }
 proxy_start_direct() {
-  [[ $1 == plain ]] || return 2
+  [[ $1 == plain || $1 == policy || $1 == auth ]] || return 2
   PROXY_PID="" PROXY_DIR=""
   PROXY_PORT=$UPSTREAM_PORT
 }
@@ -73,6 +73,7 @@ proxy_start_direct() {
 proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; return 1; }; }
 proxy_start_nginx() {
   local mode=$1 port=$2 dir listen conns=4096 locations keepalive=64
+  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/nginx-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -101,6 +102,13 @@ proxy_start_nginx() {
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;" ;;
+    h2tls)
+      listen="listen 127.0.0.1:$port ssl http2 backlog=4096;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+      keepalive=512 # as h2c: CONNS x H2_STREAMS requests in flight
+      ;;
     *) return 2 ;;
   esac
   cat >"$dir/nginx.conf" <<EOF
@@ -137,6 +145,7 @@ EOF
 proxy_available_haproxy() { [[ -x $HAPROXY_BIN ]] || { echo "haproxy not found" >&2; return 1; }; }
 proxy_start_haproxy() {
   local mode=$1 port=$2 dir bind maxconn=4096
+  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/haproxy-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -151,6 +160,7 @@ proxy_start_haproxy() {
     ulimit-n 20000"
       ;;
     tls) bind="bind 127.0.0.1:$port ssl crt $CERT_BUNDLE alpn http/1.1" ;;
+    h2tls) bind="bind 127.0.0.1:$port ssl crt $CERT_BUNDLE alpn h2,http/1.1" ;;
     *) return 2 ;;
   esac
   cat >"$dir/haproxy.cfg" <<EOF
@@ -185,15 +195,20 @@ proxy_start_gatehouse() {
     plain) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
     h2c) tmpl=$BENCH_DIR/gatehouse-h2c.yaml ;; # a plain listener, which speaks h2c too
     routes10k) tmpl=$BENCH_DIR/gatehouse-routes10k.yaml ;;
-    tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;;
+    tls | h2tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;; # ALPN offers h2 and http/1.1
     idle) tmpl=$BENCH_DIR/gatehouse-idle.yaml ;;
     reload) tmpl=$BENCH_DIR/gatehouse-reload-a.yaml ;;
+    policy) tmpl=$BENCH_DIR/gatehouse-policy.yaml ;;
+    auth) tmpl=$BENCH_DIR/gatehouse-auth.yaml ;;
+    obsoff) tmpl=$BENCH_DIR/gatehouse-obs-off.yaml ;;
+    obson) tmpl=$BENCH_DIR/gatehouse-obs-on.yaml ;;
     *) return 2 ;;
   esac
   dir=$WORK/gatehouse-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
-  gatehouse_render "$tmpl" "$port" >"$dir/gatehouse.yaml"
+  gatehouse_render "$tmpl" "$port" | sed -e "s|@DIR@|$dir|g" -e "s|@JWT_SECRET@|${BENCH_JWT_SECRET:-}|g" \
+    >"$dir/gatehouse.yaml"
   if [[ $mode == routes10k ]]; then # 10,000 APIs /api0 ... /api9999, all to the origin
     awk 'BEGIN { for (i = 0; i < 10000; i++) printf "  api%d:\n    path: /api%d\n    backend: origin\n", i, i }' \
       >>"$dir/gatehouse.yaml"
@@ -208,6 +223,11 @@ proxy_start_gatehouse() {
     echo "gatehouse check rejected $dir/gatehouse.yaml:" >&2
     cat "$dir/check.log" >&2
     return 1
+  fi
+  if [[ $mode == policy || $mode == auth ]]; then # the subscription the load generator's key belongs to
+    printf '%s\n' "$BENCH_SUB_KEY" | "$GATEHOUSE_BIN" subscription create -c "$dir/gatehouse.yaml" \
+      --name bench --product bench --primary-key - >"$dir/subscription.log" 2>&1 ||
+      { echo "gatehouse subscription create failed:" >&2; cat "$dir/subscription.log" >&2; return 1; }
   fi
   spawn "$PROXY_CPU" "$dir/gatehouse.log" "$GATEHOUSE_BIN" run -c "$dir/gatehouse.yaml"
   PROXY_PID=$SPAWNED_PID

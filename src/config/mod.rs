@@ -75,6 +75,8 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// `true`, `false` or a block; read from the document by `compress::config::compile`.
+    pub compression: Option<serde::de::IgnoredAny>,
 }
 
 /// `edge.limits:` defaults follow reliability.md §4 (safe for an edge, like Envoy's edge profile).
@@ -414,6 +416,9 @@ pub struct ApiConfig {
     /// Add a `Server-Timing` header (edge, policy, backend durations) to this API's responses.
     #[serde(default)]
     pub server_timing: bool,
+    /// `false`, `true` (the edge's settings) or this API's own block; read from the document by
+    /// `compress::config::compile`.
+    pub compression: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -502,6 +507,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "store",
     "products",
     "telemetry",
+    "cache",
 ];
 
 /// The whole document after deserialization. Sections are deserialized one by one so an error
@@ -523,4 +529,6 @@ pub struct ConfigDoc {
     /// Products: APIs bundled behind subscriptions, with product-scope policies.
     pub products: BTreeMap<String, store::ProductConfig>,
     pub telemetry: crate::observe::telemetry::TelemetryConfig,
+    /// The in-memory cache's size (`docs/caching.md`).
+    pub cache: Option<crate::cache::CacheConfig>,
 }

@@ -292,7 +292,7 @@ fn keyed(kind: Keyed, path: &str, key: &str, names: &Names) -> Result<Name, Stri
         Keyed::Query => Ok(Name::Query(key.to_owned())),
         Keyed::Claim => Ok(Name::JwtClaim(key.to_owned())),
         Keyed::Var if names.vars.iter().any(|v| v == key) => Ok(Name::Var(key.to_owned())),
-        Keyed::Var => Err(format!("`var.{key}` is not set by any set-variable")),
+        Keyed::Var => Err(format!("`var.{key}` is not set by any set-variable or cache-lookup-value")),
         Keyed::ResponseHeader => need_response(Name::ResponseHeader(header(key)?), names),
     }
 }

@@ -26,17 +26,24 @@ pub struct RequestTail {
     shared: Arc<ConnShared>,
     pending: Option<Box<(AccessLog, LogRecord, Instant)>>,
     observed: Option<Box<telemetry::Pending>>,
+    /// Policies waiting for the response size, with the final status.
+    sent_hooks: Option<Box<(u16, Vec<crate::policy::SentHook>)>>,
     pub bytes_sent: u64,
 }
 
 impl RequestTail {
     pub fn new(shared: Arc<ConnShared>) -> Self {
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestTail { shared, pending: None, observed: None, bytes_sent: 0 }
+        RequestTail { shared, pending: None, observed: None, sent_hooks: None, bytes_sent: 0 }
     }
 
     pub fn log_with(&mut self, log: AccessLog, record: LogRecord, started: Instant) {
         self.pending = Some(Box::new((log, record, started)));
+    }
+
+    /// Callbacks that need the bytes actually sent (bandwidth quotas), run when the body ends.
+    pub fn on_sent(&mut self, status: u16, hooks: Vec<crate::policy::SentHook>) {
+        self.sent_hooks = Some(Box::new((status, hooks)));
     }
 
     /// Metrics, traces and analytics of this request, recorded when the body ends.
@@ -56,6 +63,12 @@ impl Drop for RequestTail {
         }
         if let Some(p) = self.observed.take() {
             p.done(self.bytes_sent);
+        }
+        if let Some(hooks) = self.sent_hooks.take() {
+            let (status, hooks) = *hooks;
+            for hook in hooks {
+                hook(status, self.bytes_sent);
+            }
         }
     }
 }

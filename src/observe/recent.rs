@@ -25,9 +25,13 @@ fn bound_us(i: usize) -> f64 {
     50.0 * 2f64.powf(i as f64 / 2.0)
 }
 
+/// Upper bounds of the buckets in nanoseconds, computed once: `bucket` runs on every request.
+static BOUNDS_NS: std::sync::LazyLock<[u64; BUCKETS - 1]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|i| (bound_us(i) * 1e3) as u64));
+
 fn bucket(d: Duration) -> usize {
-    let us = d.as_secs_f64() * 1e6;
-    (0..BUCKETS - 1).find(|&i| us < bound_us(i)).unwrap_or(BUCKETS - 1)
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    BOUNDS_NS.partition_point(|b| *b <= ns)
 }
 
 pub struct Recent {
@@ -143,6 +147,16 @@ fn quantile(hist: &[u32], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_buckets_double_every_two() {
+        assert_eq!(bucket(Duration::ZERO), 0);
+        assert_eq!(bucket(Duration::from_micros(49)), 0);
+        assert_eq!(bucket(Duration::from_micros(50)), 1);
+        assert_eq!(bucket(Duration::from_micros(71)), 2); // 50·√2 ≈ 70.7
+        assert_eq!(bucket(Duration::from_micros(100)), 3);
+        assert_eq!(bucket(Duration::from_secs(3600)), BUCKETS - 1);
+    }
 
     #[test]
     fn the_current_second_counts_failures_and_latency() {

@@ -177,7 +177,9 @@ pub(crate) mod testing {
             error: None,
             extra_response_headers: http::HeaderMap::new(),
             deferred: Vec::new(),
+            on_sent: Vec::new(),
             body_limit: 1 << 20,
+            cache: None,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct PolicyEnv {
     /// store and fills it (`SubscriptionIndex::refresh`), so policies can be compiled first;
     /// stays empty for `gatehouse check`.
     pub subscriptions: std::sync::Arc<crate::identity::subscription::SubscriptionIndex>,
+    /// The in-memory response and value cache (`cache-lookup`, `cache-store-value`, …); entries
+    /// survive reloads. Redis, when configured, is reached through `limits`.
+    pub cache: crate::cache::CacheCell,
 }
 
 impl PolicyEnv {

@@ -70,8 +70,26 @@ impl ErrorInfo {
     }
 }
 
+/// A miss that `cache-lookup` recorded so `cache-store` can store the response under its key.
+#[derive(Debug, Clone)]
+pub struct CacheTicket {
+    /// The entry's key in the store (the hashed request key).
+    pub key: String,
+    pub store: crate::cache::Store,
+    pub honor_cache_control: bool,
+    pub allow_private: bool,
+    /// The request carried `Authorization` and it is not part of the key (RFC 9111 §3.5).
+    pub authorized: bool,
+    /// Why the backend is called, as `Cache-Status` says it (`gatehouse; fwd=uri-miss`).
+    pub status: &'static str,
+}
+
 /// A callback run once the final status is known.
 pub type Deferred = Box<dyn FnOnce(u16) + Send>;
+
+/// A callback run when the response body has ended, with the final status and the body bytes
+/// sent to the client (bandwidth quotas).
+pub type SentHook = Box<dyn FnOnce(u16, u64) + Send>;
 
 /// One request in the pipeline.
 pub struct Exchange {
@@ -101,8 +119,12 @@ pub struct Exchange {
     pub extra_response_headers: HeaderMap,
     /// Run with the final status (count only 2xx, release a concurrency permit).
     pub deferred: Vec<Deferred>,
+    /// Run with the status and the response bytes once the body has gone out.
+    pub on_sent: Vec<SentHook>,
     /// The largest body a policy may buffer.
     pub body_limit: u64,
+    /// What `cache-lookup` hands to `cache-store` after a miss.
+    pub cache: Option<CacheTicket>,
 }
 
 impl Exchange {

@@ -28,6 +28,10 @@ pub mod rate_limit_by_key;
 pub mod return_response;
 pub mod validate_jwt;
 
+pub mod cache_lookup;
+pub mod cache_store;
+pub mod cache_value;
+
 mod context;
 mod util;
 
@@ -59,7 +63,7 @@ use http::Response;
 use serde::de::DeserializeOwned;
 
 pub use env::PolicyEnv;
-pub use exchange::{BackendPlan, Caller, ErrorInfo, Exchange, RetryPlan};
+pub use exchange::{BackendPlan, CacheTicket, Caller, ErrorInfo, Exchange, RetryPlan, SentHook};
 pub use run::{run_section, Flow};
 
 use crate::body::ResponseBody;
@@ -387,7 +391,8 @@ fn build_one(kind: &str, item: &[PathSeg], cx: &BuildCx<'_>) -> Result<Arc<dyn P
     }
 }
 
-/// The names every `set-variable` in the document sets, so templates can refer to them.
+/// The names every `set-variable` (and `cache-lookup-value`) in the document sets, so templates
+/// can refer to them.
 pub fn declared_variables(doc: &Document) -> Vec<String> {
     let mut out = Vec::new();
     collect_variables(doc.root(), &mut out);
@@ -401,10 +406,15 @@ fn collect_variables(node: &crate::config::yaml::Node, out: &mut Vec<String>) {
     match &node.kind {
         NodeKind::Map(entries) => {
             for (k, v) in entries {
-                if k.text() == Some("set-variable") {
+                let field = match k.text() {
+                    Some("set-variable") => Some("name"),
+                    Some("cache-lookup-value") => Some("variable_name"),
+                    _ => None,
+                };
+                if let Some(field) = field {
                     if let NodeKind::Map(fields) = &v.kind {
                         for (fk, fv) in fields {
-                            if fk.text() == Some("name") {
+                            if fk.text() == Some(field) {
                                 if let Some(name) = fv.text() {
                                     out.push(name.to_owned());
                                 }

@@ -225,8 +225,7 @@ impl Quota {
             }
             return Outcome::Continue;
         }
-        // Bandwidth: the request body as declared. The response's bytes are not known to
-        // policies yet (see docs/rate-limits.md).
+        // Bandwidth: the request body as declared now, the response body when it has been sent.
         let declared = x
             .request
             .headers
@@ -239,6 +238,20 @@ impl Quota {
                     self.limits.add_quota_bytes(key, spec, declared);
                 }
             }
+        }
+        if levels.iter().any(|(_, s)| s.bytes.is_some()) {
+            // The response body's bytes, once it has gone out (APIM counts both directions).
+            let still_counts = self.increment.still_counts(x);
+            let limits = self.limits.clone();
+            let bandwidth: Vec<(String, QuotaSpec)> =
+                levels.iter().filter(|(_, s)| s.bytes.is_some()).map(|(k, s)| (k.clone(), *s)).collect();
+            x.on_sent.push(Box::new(move |status, sent| {
+                if sent > 0 && still_counts(status) {
+                    for (key, spec) in &bandwidth {
+                        limits.add_quota_bytes(key, spec, sent);
+                    }
+                }
+            }));
         }
         let limits = self.limits.clone();
         self.increment.defer(x, move || {

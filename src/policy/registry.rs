@@ -47,6 +47,11 @@ const POLICIES: &[(&str, Builder)] = &[
     ("quota", |cx| quota::Quota::build_quota(cx).map(arc)),
     ("quota-by-key", |cx| quota::Quota::build_by_key(cx).map(arc)),
     ("limit-concurrency", |cx| limit_concurrency::LimitConcurrency::build(cx).map(arc)),
+    ("cache-lookup", |cx| super::cache_lookup::CacheLookup::build(cx).map(arc)),
+    ("cache-store", |cx| super::cache_store::CacheStore::build(cx).map(arc)),
+    ("cache-lookup-value", |cx| super::cache_value::LookupValue::build(cx).map(arc)),
+    ("cache-store-value", |cx| super::cache_value::StoreValue::build(cx).map(arc)),
+    ("cache-remove-value", |cx| super::cache_value::RemoveValue::build(cx).map(arc)),
 ];
 
 /// Every policy kind this build knows, for the "unknown policy" message.

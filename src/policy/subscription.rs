@@ -95,7 +95,9 @@ mod tests {
             error: None,
             extra_response_headers: HeaderMap::new(),
             deferred: Vec::new(),
+            on_sent: Vec::new(),
             body_limit: 1024,
+            cache: None,
         }
     }
 

@@ -154,6 +154,21 @@ impl Increment {
     }
 }
 
+impl Increment {
+    /// For work at the end of the exchange (response bytes): whether a request that counted on
+    /// the way in still counts once its status is known.
+    pub fn still_counts(&self, x: &Exchange) -> impl Fn(u16) -> bool + Send + 'static {
+        let later = match self {
+            Increment::Later(c) => Some((c.clone(), Captured::capture(c, x))),
+            _ => None,
+        };
+        move |status| match &later {
+            None => true,
+            Some((c, values)) => c.eval(&Captured { status, values: values.clone() }),
+        }
+    }
+}
+
 /// A counter key: `prefix` (kind, scope, period) + the rendered template.
 pub fn counter_key(prefix: &str, key: &Template, x: &Exchange) -> String {
     let v = key.render(x);

@@ -82,6 +82,8 @@ pub struct Snapshot {
     /// The secret files this config read, for `secrets::Watcher` (rotation without restart).
     pub secrets: crate::secrets::Sources,
     pub telemetry: crate::observe::telemetry::TelemetrySpec,
+    /// `edge.compression` and the APIs' own settings.
+    pub compression: crate::compress::Table,
 }
 
 impl Snapshot {
@@ -198,6 +200,7 @@ fn deserialize_sections(doc: &Document, errors: &mut Vec<ConfigError>) -> Config
     cfg.admin = take(doc, &[key("admin")], errors);
     cfg.cluster = take(doc, &[key("cluster")], errors);
     cfg.store = take(doc, &[key("store")], errors);
+    cfg.cache = take(doc, &[key("cache")], errors);
     for (name, path) in doc.map_entries(&[key("products")]) {
         if let Some(v) = take::<config::store::ProductConfig>(doc, &path, errors) {
             cfg.products.insert(name, v);
@@ -307,6 +310,7 @@ impl Compiler<'_> {
         for (k, msg) in self.env.limits.configure(cfg.cluster.as_ref()) {
             self.err(&[key("cluster"), key(k)], msg);
         }
+        self.env.cache.configure(cfg.cache.as_ref());
         if let Some(store) = &cfg.store {
             for (k, msg) in crate::store::Store::check_config(store) {
                 self.err(&[key("store"), key(k)], msg);
@@ -314,6 +318,11 @@ impl Compiler<'_> {
         }
         let routes = self.routes(cfg);
         let telemetry = crate::observe::telemetry::compile(&cfg.telemetry, self.doc, self.errors);
+        let mut compression_errors = Vec::new();
+        let compression = crate::compress::config::compile(self.doc, &mut compression_errors);
+        for e in compression_errors {
+            self.push(e);
+        }
         if let Some(w) = cfg.runtime.workers {
             if w == 0 || w > 1024 {
                 self.err(&[key("runtime"), key("workers")], "workers must be between 1 and 1024");
@@ -333,6 +342,7 @@ impl Compiler<'_> {
             secrets: Default::default(),
             store: cfg.store.clone().or_else(|| (!cfg.products.is_empty()).then(Default::default)),
             telemetry,
+            compression,
         }
     }
 

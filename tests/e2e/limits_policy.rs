@@ -2,9 +2,6 @@
 //! shared by three gateways through the real Redis at 127.0.0.1:6379 (those tests fail when it
 //! is missing), including an outage made by cutting a TCP proxy the test owns.
 
-#[path = "../redis_support/mod.rs"]
-mod redis_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +9,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::redis_support::{self, cleanup, prefix, TcpCut, REDIS};
 use crate::support::*;
-use redis_support::{cleanup, prefix, TcpCut, REDIS};
 
 /// A gateway config with backend `b` at `addr`, API `orders` at `/orders` (operations
 /// `get-order` GET `/{id}` and `list` GET `/`), its inbound policies, and `extra` top-level YAML.
@@ -90,6 +87,37 @@ async fn increment_condition_counts_only_successful_calls() {
     assert_problem(&get(&g.url("/orders/3")).await, 429, "policy");
     // At the limit even a call that would not count is refused.
     assert_problem(&get(&g.url("/orders/bad")).await, 429, "policy");
+}
+
+#[tokio::test]
+async fn quota_bandwidth_counts_the_response_bodies_sent() {
+    // 600-byte responses against a 1 KiB bandwidth quota: the third call finds it used up, and
+    // failed calls (not counted by the increment condition) use none of it.
+    let handler: Handler = Arc::new(|s: &Seen| {
+        let mut r = Response::new(Full::new(Bytes::from(vec![b'x'; 600])));
+        if s.uri.contains("bad") {
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        r
+    });
+    let b = backend_with(handler, false).await;
+    let inbound = r#"[ { quota-by-key: { bandwidth: "1KiB", renewal_period: 1h, counter_key: "{request.ip}", increment_condition: "response.status < 400" } } ]"#;
+    let g = gateway(&config(b.addr, inbound, "")).await;
+    for _ in 0..3 {
+        let got = get(&g.url("/orders/bad")).await;
+        assert_eq!(got.status, 500);
+        assert_eq!(got.body.len(), 600);
+    }
+    for _ in 0..2 {
+        let got = get(&g.url("/orders/1")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.len(), 600);
+    }
+    // Counted when the body ended: give the connection's end a moment.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let v = assert_problem(&get(&g.url("/orders/1")).await, 403, "policy");
+    assert_eq!(v["policy"], "quota-by-key");
+    assert_eq!(b.count(), 5, "the refused call never reached the backend");
 }
 
 #[tokio::test]

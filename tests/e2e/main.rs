@@ -1,9 +1,14 @@
 //! End-to-end tests: a real gateway in-process on 127.0.0.1:0 in front of real hyper backends.
 //! One binary for all of them (one link, shared support code).
 
+/// Shared with the Redis tests outside this binary.
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
 mod support;
 
 mod analytics;
+mod cache;
+mod compression;
 mod core;
 mod framing;
 mod h2abuse;

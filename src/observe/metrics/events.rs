@@ -10,18 +10,22 @@ use parking_lot::RwLock;
 
 const MAX_LABELS: usize = 256;
 
-/// A counter with one config-name label and a two-valued outcome label.
-struct Table {
-    rows: RwLock<Vec<(Box<str>, [AtomicU64; 2])>>,
+/// A counter with one config-name label and an `N`-valued outcome label.
+struct Table<const N: usize = 2> {
+    rows: RwLock<Vec<(Box<str>, [AtomicU64; N])>>,
 }
 
-impl Table {
-    const fn new() -> Table {
+impl<const N: usize> Table<N> {
+    const fn new() -> Self {
         Table { rows: RwLock::new(Vec::new()) }
     }
 
     fn add(&self, name: &str, second: bool) {
-        let i = usize::from(second);
+        self.add_at(name, usize::from(second));
+    }
+
+    /// Counts outcome `i` (an index into the rendered values) for `name`.
+    fn add_at(&self, name: &str, i: usize) {
         if let Some((_, c)) = self.rows.read().iter().find(|(n, _)| &**n == name) {
             c[i].fetch_add(1, Ordering::Relaxed);
             return;
@@ -33,19 +37,19 @@ impl Table {
                 c[i].fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                let c = [AtomicU64::new(0), AtomicU64::new(0)];
+                let c = std::array::from_fn(|_| AtomicU64::new(0));
                 c[i].fetch_add(1, Ordering::Relaxed);
                 rows.push((name.into(), c));
             }
         }
     }
 
-    fn render(&self, out: &mut String, metric: &str, label: &str, outcome: &str, values: [&str; 2]) {
-        let mut rows: Vec<(String, [u64; 2])> = self
+    fn render(&self, out: &mut String, metric: &str, label: &str, outcome: &str, values: [&str; N]) {
+        let mut rows: Vec<(String, [u64; N])> = self
             .rows
             .read()
             .iter()
-            .map(|(n, c)| (n.to_string(), [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)]))
+            .map(|(n, c)| (n.to_string(), std::array::from_fn(|i| c[i].load(Ordering::Relaxed))))
             .collect();
         rows.sort();
         for (name, counts) in rows {
@@ -62,6 +66,22 @@ impl Table {
 static JWKS: Table = Table::new();
 static CACHE: Table = Table::new();
 static RATE_LIMIT: Table = Table::new();
+static RESPONSE_CACHE: Table<3> = Table::new();
+
+/// What `cache-lookup` did for one request of API `api`: `gatehouse_response_cache_lookups_total
+/// {api,result="hit|miss|bypass"}` (bypass: the method or the request's `Cache-Control` ruled
+/// the cache out).
+pub fn response_cache_lookup(api: &str, result: CacheResult) {
+    RESPONSE_CACHE.add_at(api, result as usize);
+}
+
+/// The `result` of a response-cache lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
+}
 
 /// A JWKS (or OpenID configuration) fetch for identity provider `provider` ended; `ok` false
 /// when it failed. Counted in `gatehouse_jwks_fetches_total{provider,result="ok|error"}`.
@@ -97,6 +117,11 @@ pub(super) fn render(out: &mut String) {
         "# HELP gatehouse_rate_limit_decisions_total Rate-limit and quota decisions by policy kind.\n# TYPE gatehouse_rate_limit_decisions_total counter"
     );
     RATE_LIMIT.render(out, "gatehouse_rate_limit_decisions_total", "policy", "decision", ["allowed", "limited"]);
+    let _ = writeln!(
+        out,
+        "# HELP gatehouse_response_cache_lookups_total Response cache (cache-lookup) results by API.\n# TYPE gatehouse_response_cache_lookups_total counter"
+    );
+    RESPONSE_CACHE.render(out, "gatehouse_response_cache_lookups_total", "api", "result", ["hit", "miss", "bypass"]);
 }
 
 #[cfg(test)]
@@ -105,7 +130,7 @@ mod tests {
 
     #[test]
     fn tables_count_by_name_and_outcome_and_stop_growing() {
-        let t = Table::new();
+        let t: Table = Table::new();
         t.add("corp", false);
         t.add("corp", true);
         t.add("corp", false);

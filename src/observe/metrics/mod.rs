@@ -27,7 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-pub use events::{cache_lookup, jwks_fetch, rate_limit_decision};
+pub use events::{cache_lookup, jwks_fetch, rate_limit_decision, response_cache_lookup, CacheResult};
 pub use histogram::Histogram;
 
 use crate::respond::Layer;
