@@ -75,11 +75,7 @@ async fn analytics(State(gw): State<Arc<Gateway>>, headers: HeaderMap, RawQuery(
         Ok(p) => p,
         Err(e) => {
             let detail = format!("parameter `{}`: {}", e.param, e.message);
-            let mut r = crate::admin::problem(StatusCode::BAD_REQUEST, "analytics-parameter", &detail, None);
-            if let Ok(v) = header::HeaderValue::from_str(&e.param) {
-                r.headers_mut().insert(header::HeaderName::from_static("x-invalid-parameter"), v);
-            }
-            return r;
+            return crate::admin::problem(StatusCode::BAD_REQUEST, "analytics-parameter", &detail, None);
         }
     };
     let active = gw.active();

@@ -113,11 +113,17 @@
         return login('The admin token was refused.');
       }
       draw(await r.json());
+    } catch (e) {
+      $('status').textContent = 'gateway unreachable: ' + e.message;
+      return;
+    }
+    try {
       drawTop('apis', 'api', await analytics('api'));
       drawTop('subs', 'subscription', await analytics('subscription'));
       document.body.dataset.analytics = '1';
     } catch (e) {
-      $('status').textContent = 'gateway unreachable: ' + e.message;
+      // The store behind /analytics may be away while the rest of the page works.
+      $('status').textContent += ' · analytics unavailable: ' + e.message;
     }
   }
   window.addEventListener('hashchange', () => {
