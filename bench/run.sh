@@ -345,6 +345,11 @@ main() {
   ((${#active[@]} > 0)) || die "nothing to run"
 
   if [[ " ${active[*]} " == *" gatehouse "* ]]; then snapshot_gatehouse; fi
+  if [[ " ${active[*]} " == *" gatehouse_b "* ]]; then
+    cp "$GATEHOUSE_B_BIN" "$WORK/gatehouse-b"
+    GH_VERSION+="; gatehouse_b: $GATEHOUSE_B_BIN sha256 $(sha256sum "$WORK/gatehouse-b" | cut -c1-12)"
+    GATEHOUSE_B_BIN=$WORK/gatehouse-b
+  fi
   if [[ $SCENARIOS == *tls* ]]; then make_cert; fi
   if [[ $SCENARIOS == *policy* || $SCENARIOS == *auth* ]]; then make_policy_credentials; fi
   start_upstream

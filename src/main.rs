@@ -10,10 +10,6 @@ use clap::{Parser, Subcommand};
 use gatehouse::server::{Gateway, ReloadError};
 use gatehouse::snapshot;
 
-/// Per-request buffers and headers come and go by the thousand a second; see Cargo.toml for why.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "gatehouse", about = "An identity-aware API gateway: the edge and the policy layer in one binary.")]
 struct Cli {

@@ -248,3 +248,13 @@ make_cert() {
     -keyout "$KEY" -out "$CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
   cat "$CERT" "$KEY" >"$CERT_BUNDLE"
 }
+
+# --- gatehouse_b: a second Gatehouse binary (GATEHOUSE_B_BIN) in the same run, for A/B
+# comparisons of two builds (e.g. PROXIES=nginx,gatehouse,gatehouse_b); same configs.
+proxy_available_gatehouse_b() {
+  [[ -x ${GATEHOUSE_B_BIN:-} ]] || { echo "set GATEHOUSE_B_BIN to a second gatehouse binary" >&2; return 1; }
+}
+proxy_start_gatehouse_b() {
+  local GATEHOUSE_BIN=$GATEHOUSE_B_BIN
+  proxy_start_gatehouse "$@"
+}
