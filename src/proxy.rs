@@ -100,7 +100,10 @@ pub async fn handle(
         client_ip: edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted),
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
-        query: req.uri().query().map(str::to_owned),
+        query: req.uri().query().map(|q| match &snap.access_log.secret_query_params[..] {
+            [] => q.to_owned(),
+            names => crate::observe::access_log::format::redact_named(q, names),
+        }),
         version: req.version(),
         host: host_of(&req).and_then(|h| h.to_str().ok().map(|h| strip_port(h).to_owned())),
         headers: active

@@ -61,6 +61,9 @@ pub struct AccessLogSpec {
     pub format: Option<Arc<LogFormat>>,
     pub format_text: String,
     pub path: String,
+    /// Query parameters whose values the log must not show beyond the built-in ones: the APIs'
+    /// own subscription-key parameter names.
+    pub secret_query_params: Vec<Box<str>>,
 }
 
 /// Everything the gateway serves from, compiled and validated.
@@ -500,7 +503,15 @@ impl Compiler<'_> {
         };
         let path =
             if a.path == "stdout" { a.path.clone() } else { self.file(Path::new(&a.path)).display().to_string() };
-        AccessLogSpec { format, format_text: a.format.clone(), path }
+        let mut secret_query_params: Vec<Box<str>> = Vec::new();
+        for api in cfg.apis.values() {
+            let q = api.subscription_key.query.as_str();
+            let builtin = crate::observe::access_log::REDACTED_QUERY_PARAMS.iter().any(|b| b.eq_ignore_ascii_case(q));
+            if !builtin && !secret_query_params.iter().any(|n| n.eq_ignore_ascii_case(q)) {
+                secret_query_params.push(q.into());
+            }
+        }
+        AccessLogSpec { format, format_text: a.format.clone(), path, secret_query_params }
     }
 }
 

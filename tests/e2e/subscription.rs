@@ -125,6 +125,44 @@ async fn keys_admit_callers_of_their_product_and_never_reach_the_backend() {
 }
 
 #[tokio::test]
+async fn a_key_in_an_apis_own_query_parameter_never_reaches_the_log() {
+    let b = backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("gatehouse.db");
+    let yaml = config(b.addr, &db).replace("apis: [ orders ]", "apis: [ orders, custom ]").replace(
+        "  open:\n",
+        "  custom:\n    path: /custom\n    backend: b\n    subscription_key: { header: X-Key, query: api_key }\n  open:\n",
+    );
+    let g = gateway(&yaml).await;
+    let store = g.gw.store().expect("the gateway opened its store").clone();
+    let (_, keys) = store
+        .create_subscription(NewSubscription {
+            name: "acme".into(),
+            scope: Scope::Product("starter".into()),
+            primary_key: None,
+            secondary_key: None,
+            expires_at: None,
+        })
+        .await
+        .expect("create");
+    let primary = keys.primary.expect("generated").expose().to_owned();
+    let url = g.url(&format!("/custom/1?a=1&api_key={primary}&b=2"));
+    let mut got = call(&url, None).await;
+    for _ in 0..50 {
+        if got.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = call(&url, None).await;
+    }
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(b.requests()[0].uri, "/1?a=1&b=2", "the key parameter is removed before the backend");
+    let lines = g.log_lines().await;
+    assert!(lines.iter().all(|l| !l.contains(&primary)), "the key reached the log: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("api_key=[redacted]")), "{lines:#?}");
+}
+
+#[tokio::test]
 async fn in_process_quotas_survive_a_restart_through_the_store() {
     let b = backend().await;
     let dir = tempfile::tempdir().expect("tempdir");

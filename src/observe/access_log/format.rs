@@ -257,10 +257,37 @@ fn redact_query(q: &str, mut emit: impl FnMut(&[u8])) {
 
 /// Whether a raw (percent-encoded) parameter name is in [`REDACTED_QUERY_PARAMS`].
 pub(super) fn secret_param(raw: &[u8]) -> bool {
+    REDACTED_QUERY_PARAMS.iter().any(|want| param_is(raw, want))
+}
+
+/// The query with the values of the parameters named in `names` (besides the built-in
+/// [`REDACTED_QUERY_PARAMS`], which every format redacts anyway) replaced by `[redacted]`: the
+/// per-API subscription-key parameters (`apis.X.subscription_key.query`), applied when the
+/// record is made.
+pub fn redact_named(q: &str, names: &[Box<str>]) -> String {
+    let mut out = String::with_capacity(q.len());
+    for (i, pair) in q.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if names.iter().any(|n| param_is(name.as_bytes(), n)) => {
+                out.push_str(name);
+                out.push_str("=[redacted]");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
+}
+
+/// Whether the raw (percent-encoded, `+` for space) parameter name `raw` decodes to `want`,
+/// ignoring ASCII case.
+fn param_is(raw: &[u8], want: &str) -> bool {
     fn hex(b: u8) -> Option<u8> {
         char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
-    REDACTED_QUERY_PARAMS.iter().any(|want| {
+    {
         let want = want.as_bytes();
         let (mut i, mut j) = (0, 0);
         while let Some(&c) = raw.get(i) {
@@ -279,7 +306,7 @@ pub(super) fn secret_param(raw: &[u8]) -> bool {
             j += 1;
         }
         j == want.len()
-    })
+    }
 }
 
 /// A thread's formatted second, reused while requests start within the same second.

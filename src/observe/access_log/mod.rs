@@ -22,7 +22,7 @@
 //! This file holds the record, format parsing and the writer thread; `format` writes the values
 //! of a record (the named fields, escaping, redaction and time stamps), `tests` its unit tests.
 
-mod format;
+pub mod format;
 #[cfg(test)]
 mod tests;
 

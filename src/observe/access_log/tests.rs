@@ -398,3 +398,13 @@ async fn concurrent_loggers_write_whole_lines() {
         assert!(v["path"].as_str().is_some_and(|p| p.starts_with("/t")));
     }
 }
+
+#[test]
+fn named_query_parameters_are_redacted_in_any_spelling() {
+    let names: Vec<Box<str>> = vec!["api_key".into()];
+    assert_eq!(
+        super::format::redact_named("a=1&api_key=s3cret&API%5Fkey=s3cret&b=api_key", &names),
+        "a=1&api_key=[redacted]&API%5Fkey=[redacted]&b=api_key"
+    );
+    assert_eq!(super::format::redact_named("api_key", &names), "api_key");
+}
