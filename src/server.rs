@@ -42,11 +42,18 @@ pub struct Active {
 }
 
 impl Active {
-    /// Logs rejections made by the framing guard, which happen before any request exists.
+    /// Logs and counts rejections made by the framing guard, which happen before any request
+    /// exists.
     pub fn reject_hook(&self, peer: SocketAddr, local_port: u16) -> Option<RejectHook> {
-        let log = self.access_log.clone()?;
+        if self.access_log.is_none() && !self.observe.active() {
+            return None;
+        }
+        let log = self.access_log.clone();
+        let observe = self.observe.clone();
         let client_ip = crate::edge::canonical(peer.ip());
         Some(Arc::new(move |problem: &crate::respond::Problem, request_id: &str| {
+            observe.record_refusal(problem.status.as_u16(), problem.layer, 0);
+            let Some(log) = &log else { return };
             let record = LogRecord {
                 client_ip,
                 peer_port: peer.port(),

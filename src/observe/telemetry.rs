@@ -197,6 +197,23 @@ pub struct Pending {
     span: Option<Box<SpanStart>>,
 }
 
+impl Observe {
+    /// Records a request the HTTP/1 framing guard refused before any request existed (its
+    /// 400/408/413/414/431): unrouted, with its layer, in metrics and analytics.
+    pub fn record_refusal(&self, status: u16, layer: crate::respond::Layer, bytes_sent: u64) {
+        let facts = RequestFacts { status, layer: Some(layer), bytes_sent, ..RequestFacts::default() };
+        let telemetry = &self.telemetry;
+        if self.spec.metrics {
+            telemetry.metrics.record(&facts);
+            telemetry.recent.record(&facts);
+        }
+        if self.spec.analytics.enabled {
+            let series = telemetry.metrics.route_series(None);
+            telemetry.analytics.record(series, &facts);
+        }
+    }
+}
+
 impl Pending {
     pub(super) fn done(mut self, bytes_sent: u64) {
         self.facts.bytes_sent = bytes_sent;
