@@ -261,8 +261,18 @@ impl BuildCx<'_> {
     }
 
     /// A template at `sub` below the policy's value, checked against [`BuildCx::names`].
+    /// A secret spliced into the field (`{{secret:NAME}}`) is text, never template syntax.
     pub fn template(&self, src: &str, sub: &[&str]) -> Result<crate::expr::Template, ConfigError> {
-        crate::expr::Template::parse(src, &self.names()).map_err(|e| self.error(sub, e))
+        let at: Vec<PathSeg> = sub.iter().map(|k| PathSeg::Key((*k).to_owned())).collect();
+        crate::expr::Template::parse(self.template_source(src, &at), &self.names()).map_err(|e| self.error(sub, e))
+    }
+
+    /// What to parse as the template written at `sub` below the policy's value: `src`, or, when
+    /// secrets were spliced into it, the same text with their values escaped.
+    pub fn template_source<'s>(&'s self, src: &'s str, sub: &[PathSeg]) -> &'s str {
+        let mut path = self.path.clone();
+        path.extend_from_slice(sub);
+        self.doc.template_source(&path).unwrap_or(src)
     }
 
     /// A condition at `sub` below the policy's value, checked against [`BuildCx::names`].

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::util::{self, done};
 use super::{BuildCx, Exchange, Outcome, Policy, Step};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, PathSeg};
 use crate::expr::Template;
 use crate::respond::{Layer, Problem};
 
@@ -109,7 +109,11 @@ impl SetHeader {
                 None => cx.error(&["value"], msg),
                 Some(i) => util::item_error(cx, "values", i, msg),
             };
-            match crate::expr::Template::parse(src, &cx.names()) {
+            let at = match index {
+                None => vec![PathSeg::Key("value".into())],
+                Some(i) => vec![PathSeg::Key("values".into()), PathSeg::Index(i)],
+            };
+            match crate::expr::Template::parse(cx.template_source(src, &at), &cx.names()) {
                 Ok(t) if t.is_static() => match HeaderValue::from_bytes(t.render(&NoNames).as_bytes()) {
                     Ok(v) => values.push(Val::Fixed(v)),
                     Err(_) => errors.push(err("the value contains characters not allowed in a header".into())),

@@ -46,7 +46,8 @@ impl SetQueryParameter {
             cx.template(v, &["value"]).map(|t| values.push(t)).unwrap_or_else(|e| errors.push(e));
         }
         for (i, v) in cfg.values.iter().enumerate() {
-            match crate::expr::Template::parse(v, &cx.names()) {
+            let at = [crate::config::PathSeg::Key("values".into()), crate::config::PathSeg::Index(i)];
+            match crate::expr::Template::parse(cx.template_source(v, &at), &cx.names()) {
                 Ok(t) => values.push(t),
                 Err(e) => errors.push(util::item_error(cx, "values", i, e)),
             }

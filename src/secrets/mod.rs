@@ -228,6 +228,7 @@ pub fn resolve_in(doc: &mut Document, base_dir: &Path, errors: &mut Vec<ConfigEr
             }
         });
     }
+    doc.set_template_sources(template_sources.clone());
     resolved.template_sources = template_sources;
     for (name, value, secret) in &seen {
         resolved.keep_out(name, value, *secret);

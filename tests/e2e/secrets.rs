@@ -182,6 +182,43 @@ apis: {{ api: {{ path: /api, backend: b }} }}
 }
 
 #[tokio::test]
+async fn a_secret_in_a_template_is_text_never_template_syntax() {
+    // A secret whose value looks like template syntax is sent as it is, in a single value and in
+    // a list; the template around it still renders.
+    let b = backend().await;
+    let yaml = format!(
+        r#"
+listeners: [ {{ name: main, bind: "127.0.0.1:0" }} ]
+secrets:
+  values:
+    token: "k{{request.method}}"
+backends: {{ b: {{ servers: [ {{ url: "http://{}" }} ] }} }}
+apis:
+  api:
+    path: /api
+    backend: b
+    policies:
+      inbound:
+        - set-header: {{ name: Authorization, value: "Bearer {{{{secret:token}}}} for {{request.method}}" }}
+        - set-header: {{ name: X-List, values: [ "{{{{secret:token}}}}", "{{request.method}}" ] }}
+"#,
+        b.addr
+    );
+    let g = gateway(&yaml).await;
+    assert_eq!(get(&g.url("/api/x")).await.status, 200);
+    let seen = b.requests();
+    assert_eq!(seen[0].headers["authorization"], "Bearer k{request.method} for GET");
+    let list: Vec<&str> = seen[0]
+        .headers
+        .get_all("x-list")
+        .iter()
+        .flat_map(|v| v.to_str().expect("ascii").split(','))
+        .map(str::trim)
+        .collect();
+    assert_eq!(list, ["k{request.method}", "GET"]);
+}
+
+#[tokio::test]
 async fn config_errors_never_echo_secret_values() {
     const VALUE: &str = "not-a-port-but-a-Secret-9f3a";
     let t = gateway(&format!(

@@ -168,6 +168,9 @@ pub fn sort_errors(errors: &mut Vec<ConfigError>) {
 pub struct Document {
     file: String,
     root: Node,
+    /// Template fields that had secrets spliced in, with the secret values escaped (set by
+    /// `secrets::resolve_in`): templates are parsed from these, so a `{` in a secret stays text.
+    template_sources: Vec<(Vec<PathSeg>, String)>,
 }
 
 /// A map or list being built while parser events arrive; `seen` maps keys to their line.
@@ -178,6 +181,16 @@ struct Frame {
 }
 
 impl Document {
+    /// Records, per scalar path, the source to parse as a template there (see the field).
+    pub fn set_template_sources(&mut self, sources: Vec<(Vec<PathSeg>, String)>) {
+        self.template_sources = sources;
+    }
+
+    /// The source to parse as a template at `path`, when secrets were spliced there.
+    pub fn template_source(&self, path: &[PathSeg]) -> Option<&str> {
+        self.template_sources.iter().find(|(p, _)| p == path).map(|(_, s)| s.as_str())
+    }
+
     /// Parses one YAML document; an empty file is an empty map.
     pub fn parse(file: &str, text: &str) -> Result<Document, Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -266,7 +279,7 @@ impl Document {
                 Node { kind: NodeKind::Map(Vec::new()), line, col, flow: false }
             }
         };
-        Ok(Document { file: file.to_string(), root })
+        Ok(Document { file: file.to_string(), root, template_sources: Vec::new() })
     }
 
     pub fn file(&self) -> &str {
