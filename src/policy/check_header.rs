@@ -92,6 +92,10 @@ impl CheckHeader {
 }
 
 impl Policy for CheckHeader {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "check-header"
     }

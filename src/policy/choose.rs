@@ -37,24 +37,6 @@ pub struct WhenConfig {
     pub policies: Vec<PolicyConfig>,
 }
 
-/// Kinds that always decide at once (never return `Step::Wait`).
-const DECIDE_AT_ONCE: &[&str] = &[
-    "return-response",
-    "set-header",
-    "set-query-parameter",
-    "rewrite-uri",
-    "set-method",
-    "set-status",
-    "set-backend-service",
-    "forward-request",
-    "retry",
-    "mock-response",
-    "check-header",
-    "ip-filter",
-    "cors",
-    "set-variable",
-];
-
 #[derive(Debug, Default)]
 struct Branch {
     policies: Vec<Arc<dyn Policy>>,
@@ -63,7 +45,7 @@ struct Branch {
 
 impl Branch {
     fn new(policies: Vec<Arc<dyn Policy>>) -> Branch {
-        let may_wait = policies.iter().any(|p| !DECIDE_AT_ONCE.contains(&p.kind()));
+        let may_wait = policies.iter().any(|p| !p.decides_at_once());
         Branch { policies, may_wait }
     }
 
@@ -116,6 +98,10 @@ impl Policy for Choose {
         "choose"
     }
 
+    fn decides_at_once(&self) -> bool {
+        self.when.iter().map(|(_, b)| b).chain(&self.otherwise).all(|b| !b.may_wait)
+    }
+
     fn run<'a>(&'a self, x: &'a mut Exchange) -> Step<'a> {
         let chosen = self.when.iter().find(|(c, _)| c.eval(&*x)).map(|(_, b)| b).or(self.otherwise.as_ref());
         let Some(branch) = chosen else { return Step::Ready(Outcome::Continue) };
@@ -138,7 +124,7 @@ impl Policy for Choose {
                 Step::Ready(Outcome::Continue) => {}
                 Step::Ready(o) => return Step::Ready(o),
                 Step::Wait(_) => {
-                    // Only kinds listed in DECIDE_AT_ONCE get here; one that waits is a bug.
+                    // Only policies that say they decide at once get here; one that waits is a bug.
                     let p = Problem::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "gateway-error",
@@ -207,6 +193,19 @@ mod tests {
         assert_eq!(&rt.block_on(x.request_bytes()).expect("body")[..], b"bbb");
         let mut x = exchange("/o?tier=gold");
         assert!(matches!(p.run(&mut x), Step::Ready(Outcome::Continue)), "a sync branch does not box");
+    }
+
+    #[test]
+    fn a_choose_of_immediate_policies_decides_at_once_even_nested() {
+        let p = build_with(CFG, Stage::Inbound, Choose::build).expect("builds");
+        assert!(!p.decides_at_once(), "find-and-replace reads the body");
+        let nested = "{ when: [ { condition: 'true', policies: [ { choose: { when: [ { condition: 'true', \
+                      policies: [ { set-header: { name: X-A, value: a } } ] } ] } } ] } ] }";
+        let p = build_with(nested, Stage::Inbound, Choose::build).expect("builds");
+        assert!(p.decides_at_once());
+        let mut x = exchange("/o");
+        assert!(matches!(p.run(&mut x), Step::Ready(Outcome::Continue)), "no future for a nested choose");
+        assert_eq!(x.request.headers["x-a"], "a");
     }
 
     #[test]

@@ -214,6 +214,10 @@ fn join<'a>(items: impl Iterator<Item = &'a str>) -> HeaderValue {
 }
 
 impl Policy for Cors {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "cors"
     }

@@ -48,6 +48,10 @@ impl ForwardRequest {
 }
 
 impl Policy for ForwardRequest {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "forward-request"
     }

@@ -140,6 +140,10 @@ mod num_like {
 }
 
 impl Policy for IpFilter {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "ip-filter"
     }

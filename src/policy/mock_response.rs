@@ -154,6 +154,10 @@ fn render(example: &Json) -> Bytes {
 }
 
 impl Policy for MockResponse {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "mock-response"
     }

@@ -132,6 +132,11 @@ pub trait Policy: Send + Sync + fmt::Debug {
     fn terminates(&self) -> bool {
         false
     }
+    /// True when `run` never returns `Step::Wait`, so `choose` can run it without a future.
+    /// The default, `false`, is always safe.
+    fn decides_at_once(&self) -> bool {
+        false
+    }
 }
 
 /// One policy in a flattened chain, with the scope it was written in.

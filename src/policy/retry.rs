@@ -63,6 +63,10 @@ impl Retry {
 }
 
 impl Policy for Retry {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "retry"
     }

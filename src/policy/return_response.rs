@@ -73,6 +73,10 @@ impl ReturnResponse {
 }
 
 impl Policy for ReturnResponse {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "return-response"
     }

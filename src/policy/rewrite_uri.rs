@@ -109,6 +109,10 @@ impl RewriteUri {
 }
 
 impl Policy for RewriteUri {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "rewrite-uri"
     }

@@ -39,6 +39,10 @@ impl SetBackendService {
 }
 
 impl Policy for SetBackendService {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-backend-service"
     }

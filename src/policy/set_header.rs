@@ -173,6 +173,10 @@ impl crate::expr::Context for NoNames {
 }
 
 impl Policy for SetHeader {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-header"
     }

@@ -23,6 +23,10 @@ impl SetMethod {
 }
 
 impl Policy for SetMethod {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-method"
     }

@@ -100,6 +100,10 @@ impl SetQueryParameter {
 }
 
 impl Policy for SetQueryParameter {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-query-parameter"
     }

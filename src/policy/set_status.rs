@@ -49,6 +49,10 @@ impl SetStatus {
 }
 
 impl Policy for SetStatus {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-status"
     }

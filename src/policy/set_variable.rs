@@ -38,6 +38,10 @@ impl SetVariable {
 }
 
 impl Policy for SetVariable {
+    fn decides_at_once(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "set-variable"
     }
