@@ -17,6 +17,8 @@
 //! address (127.0.0.2, and 127.0.0.3 as a second client), not on Apache's or a spoofed
 //! `X-Forwarded-For`, and their 403 and 429 (with `Retry-After`) reach the client unchanged.
 
+#[path = "oidc_support/mod.rs"]
+mod oidc_support;
 #[allow(dead_code)]
 #[path = "e2e/support.rs"]
 mod support;
@@ -35,6 +37,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
+use oidc_support::Idp;
 use support::{backend, status_handler, Backend, TestGateway};
 
 /// The client's own address: not Apache's, not trusted.
@@ -550,76 +553,6 @@ async fn apache_line(apache: &Apache, rid: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // A real OpenID provider (as in tests/e2e/jwt.rs): panva/oidc-provider, on loopback.
-
-const OIDC_CLIENT_ID: &str = "gatehouse-test";
-const OIDC_CLIENT_SECRET: &str = "gatehouse-test-secret-0123456789";
-
-/// A running oidc-provider; killed (by its PID) when dropped.
-struct Idp {
-    child: Child,
-    _stdin: std::process::ChildStdin,
-    issuer: String,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Idp {
-    fn start() -> Idp {
-        use std::io::{BufRead, Read};
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-        assert!(
-            dir.join("node_modules/oidc-provider").is_dir(),
-            "the OpenID provider is not installed: run .ci/setup-oidc.sh (npm ci in tests/oidc)"
-        );
-        let mut child = Command::new("node")
-            .arg("server.js")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node must be installed to run the OpenID provider (.ci/setup-oidc.sh)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = std::io::BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the provider never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID provider did not start");
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
-        let issuer = v["issuer"].as_str().expect("issuer").to_owned();
-        Idp { child, _stdin: stdin, issuer }
-    }
-
-    fn discovery(&self) -> String {
-        format!("{}/.well-known/openid-configuration", self.issuer)
-    }
-
-    /// A client_credentials access token (a JWT) whose `aud` is `resource`.
-    async fn token(&self, resource: &str, scope: &str) -> String {
-        let form = format!(
-            "grant_type=client_credentials&client_id={OIDC_CLIENT_ID}&client_secret={OIDC_CLIENT_SECRET}&resource={resource}&scope={scope}"
-        );
-        let req = Request::post(format!("{}/token", self.issuer))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(form.replace(' ', "%20"))))
-            .expect("req");
-        let got = support::send(&support::client(), req).await;
-        assert_eq!(got.status, 200, "token endpoint: {}", got.text());
-        got.json()["access_token"].as_str().expect("access_token").to_owned()
-    }
-}
 
 /// The answer without what differs per request (its id).
 fn without_request_id(mut p: serde_json::Value) -> serde_json::Value {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::*;
 use gatehouse::config::store::StoreConfig;
 use gatehouse::server::Gateway;
-use gatehouse::store::{NewSubscription, Scope, Store};
+use gatehouse::store::Store;
 
 const TOKEN: &str = "analytics-admin-token-0123456789";
 
@@ -178,17 +178,7 @@ async fn known_traffic(store_yaml: &str, store_cfg: &StoreConfig, dir: &Path) {
     let path = dir.join("gatehouse.yaml");
     std::fs::write(&path, config(store_yaml, b.addr, dead)).expect("write config");
     let store = Store::open(store_cfg, dir).await.expect("open the store (is PostgreSQL running?)");
-    let (_, keys) = store
-        .create_subscription(NewSubscription {
-            name: "web".into(),
-            scope: Scope::Product("starter".into()),
-            primary_key: None,
-            secondary_key: None,
-            expires_at: None,
-        })
-        .await
-        .expect("create");
-    let key = keys.primary.expect("generated").expose().to_owned();
+    let (key, _) = subscribe(&store, "web", "starter").await;
 
     let (gw, addr, admin) = start(&path).await;
     traffic(addr, &key).await;

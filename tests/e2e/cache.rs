@@ -189,7 +189,6 @@ async fn request_no_cache_refreshes_no_store_bypasses_and_post_is_never_cached()
 
 #[tokio::test]
 async fn vary_by_subscription_gives_each_subscription_its_entry() {
-    use gatehouse::store::{NewSubscription, Scope};
     let b = counting_backend().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("gatehouse.db");
@@ -201,17 +200,7 @@ async fn vary_by_subscription_gives_each_subscription_its_entry() {
     let store = g.gw.store().expect("store").clone();
     let mut keys = Vec::new();
     for name in ["one", "two"] {
-        let (_, k) = store
-            .create_subscription(NewSubscription {
-                name: name.into(),
-                scope: Scope::Product("starter".into()),
-                primary_key: None,
-                secondary_key: None,
-                expires_at: None,
-            })
-            .await
-            .expect("create");
-        keys.push(k.primary.expect("generated").expose().to_owned());
+        keys.push(subscribe(&store, name, "starter").await.0);
     }
     let header = "Ocp-Apim-Subscription-Key";
     // The gateway sees new subscriptions within the store's poll interval.

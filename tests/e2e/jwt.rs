@@ -3,109 +3,18 @@
 //! started per test on loopback, issuing JWT access tokens for client_credentials through
 //! resource indicators. Key rotation, withdrawal and outages are done at the provider.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
+use crate::oidc_support::{Idp, CLIENT_ID};
 use crate::support::*;
-
-const CLIENT_ID: &str = "gatehouse-test";
-const CLIENT_SECRET: &str = "gatehouse-test-secret-0123456789";
-
-/// A running oidc-provider; killed (by its PID) when dropped.
-struct Idp {
-    child: Child,
-    _stdin: ChildStdin,
-    issuer: String,
-    other_issuer: String,
-    admin: String,
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Idp {
-    fn start() -> Idp {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
-        assert!(
-            dir.join("node_modules/oidc-provider").is_dir(),
-            "the OpenID provider is not installed: run .ci/setup-oidc.sh (npm ci in tests/oidc)"
-        );
-        let mut child = Command::new("node")
-            .arg("server.js")
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node must be installed to run the OpenID provider (.ci/setup-oidc.sh)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the provider never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID provider did not start");
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
-        let s = |k: &str| v[k].as_str().expect("url").to_owned();
-        Idp { issuer: s("issuer"), other_issuer: s("other_issuer"), admin: s("admin"), child, _stdin: stdin }
-    }
-
-    fn discovery(&self) -> String {
-        format!("{}/.well-known/openid-configuration", self.issuer)
-    }
-
-    /// A client_credentials token for `resource` from `issuer`.
-    async fn token_from(&self, issuer: &str, resource: &str, scope: &str) -> String {
-        let form = format!(
-            "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}&resource={resource}&scope={scope}"
-        );
-        let req = Request::post(format!("{issuer}/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(form.replace(' ', "%20"))))
-            .expect("req");
-        let got = send(&client(), req).await;
-        assert_eq!(got.status, 200, "token endpoint: {}", got.text());
-        got.json()["access_token"].as_str().expect("access_token").to_owned()
-    }
-
-    async fn token(&self, resource: &str, scope: &str) -> String {
-        self.token_from(&self.issuer, resource, scope).await
-    }
-
-    async fn admin(&self, method: &str, path: &str) -> Value {
-        let req =
-            Request::builder().method(method).uri(format!("{}{path}", self.admin)).body(Full::default()).expect("req");
-        send(&client(), req).await.json()
-    }
-
-    async fn jwks_hits(&self) -> u64 {
-        self.admin("GET", "/stats").await["jwks_hits"].as_u64().expect("hits")
-    }
-
-    /// The provider's published JWKS.
-    async fn jwks(&self) -> Value {
-        get(&format!("{}/jwks", self.issuer)).await.json()
-    }
-}
 
 fn header_kid(token: &str) -> String {
     let h = token.split('.').next().expect("header");
@@ -312,8 +221,7 @@ async fn provider_down_keeps_cached_keys_working() {
     assert_eq!(call(&g, "/orders/1", Some(&seen)).await.status, 200);
     let kid = header_kid(&seen);
     // Stop the provider (by PID) and let background refreshes fail a few times.
-    let _ = idp.child.kill();
-    let _ = idp.child.wait();
+    idp.stop();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(call(&g, "/orders/1", Some(&seen)).await.status, 200, "cached token");
     assert_eq!(call(&g, "/orders/1", Some(&unseen)).await.status, 200, "new token, known key");

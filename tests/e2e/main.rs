@@ -1,6 +1,9 @@
 //! End-to-end tests: a real gateway in-process on 127.0.0.1:0 in front of real hyper backends.
 //! One binary for all of them (one link, shared support code).
 
+/// The OpenID provider, shared with the Apache tests outside this binary.
+#[path = "../oidc_support/mod.rs"]
+mod oidc_support;
 /// Shared with the Redis tests outside this binary.
 #[path = "../redis_support/mod.rs"]
 mod redis_support;

@@ -2,14 +2,12 @@
 //! never reaching the backend, suspension seen by the gateway without a restart, and product
 //! policies between global and API.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
 use crate::support::*;
-use gatehouse::store::{NewSubscription, Scope, State};
+use gatehouse::store::State;
 
 fn config(backend: std::net::SocketAddr, db: &std::path::Path) -> String {
     format!(
@@ -56,18 +54,7 @@ async fn keys_admit_callers_of_their_product_and_never_reach_the_backend() {
     let db = dir.path().join("gatehouse.db");
     let g = gateway(&config(b.addr, &db)).await;
     let store = g.gw.store().expect("the gateway opened its store").clone();
-    let (_, keys) = store
-        .create_subscription(NewSubscription {
-            name: "acme".into(),
-            scope: Scope::Product("starter".into()),
-            primary_key: None,
-            secondary_key: None,
-            expires_at: None,
-        })
-        .await
-        .expect("create");
-    let primary = keys.primary.expect("generated").expose().to_owned();
-    let secondary = keys.secondary.expect("generated").expose().to_owned();
+    let (primary, secondary) = subscribe(&store, "acme", "starter").await;
 
     // Missing or unknown key: 401 from the policy layer; the backend sees nothing.
     let v = assert_problem(&call(&g.url("/orders/1"), None).await, 401, "policy");
@@ -76,14 +63,8 @@ async fn keys_admit_callers_of_their_product_and_never_reach_the_backend() {
     assert_eq!(b.count(), 0);
 
     // The new subscription is seen within the poll interval; both keys work.
-    let mut got = call(&g.url("/orders/1"), Some(&primary)).await;
-    for _ in 0..50 {
-        if got.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        got = call(&g.url("/orders/1"), Some(&primary)).await;
-    }
+    let first = g.url("/orders/1");
+    let got = until_status(200, || call(&first, Some(&primary))).await;
     assert_eq!(got.status, 200, "primary key: {}", got.text());
     assert_eq!(call(&g.url("/orders/2"), Some(&secondary)).await.status, 200);
     let q = format!("/orders/3?a=1&subscription-key={primary}");
@@ -104,14 +85,7 @@ async fn keys_admit_callers_of_their_product_and_never_reach_the_backend() {
 
     // Suspension: 403 without a restart.
     store.set_state("acme", State::Suspended).await.expect("suspend");
-    let mut got = call(&g.url("/orders/1"), Some(&primary)).await;
-    for _ in 0..50 {
-        if got.status == 403 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        got = call(&g.url("/orders/1"), Some(&primary)).await;
-    }
+    let got = until_status(403, || call(&first, Some(&primary))).await;
     let v = assert_problem(&got, 403, "policy");
     assert_eq!(v["policy"], "subscription");
 
@@ -135,26 +109,9 @@ async fn a_key_in_an_apis_own_query_parameter_never_reaches_the_log() {
     );
     let g = gateway(&yaml).await;
     let store = g.gw.store().expect("the gateway opened its store").clone();
-    let (_, keys) = store
-        .create_subscription(NewSubscription {
-            name: "acme".into(),
-            scope: Scope::Product("starter".into()),
-            primary_key: None,
-            secondary_key: None,
-            expires_at: None,
-        })
-        .await
-        .expect("create");
-    let primary = keys.primary.expect("generated").expose().to_owned();
+    let (primary, _) = subscribe(&store, "acme", "starter").await;
     let url = g.url(&format!("/custom/1?a=1&api_key={primary}&b=2"));
-    let mut got = call(&url, None).await;
-    for _ in 0..50 {
-        if got.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        got = call(&url, None).await;
-    }
+    let got = until_status(200, || call(&url, None)).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(b.requests()[0].uri, "/1?a=1&b=2", "the key parameter is removed before the backend");
     let lines = g.log_lines().await;

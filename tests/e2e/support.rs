@@ -256,3 +256,38 @@ pub fn assert_problem(got: &Got, status: u16, layer: &str) -> serde_json::Value 
     assert_eq!(v["request_id"], got.headers["x-request-id"].to_str().expect("ascii"));
     v
 }
+
+/// A subscription named `name` to `product` with generated keys: (primary, secondary).
+pub async fn subscribe(store: &gatehouse::store::Store, name: &str, product: &str) -> (String, String) {
+    use gatehouse::store::{NewSubscription, Scope};
+    let (_, keys) = store
+        .create_subscription(NewSubscription {
+            name: name.into(),
+            scope: Scope::Product(product.into()),
+            primary_key: None,
+            secondary_key: None,
+            expires_at: None,
+        })
+        .await
+        .expect("create subscription");
+    let key = |k: Option<gatehouse::store::SubscriptionKey>| k.expect("generated").expose().to_owned();
+    (key(keys.primary), key(keys.secondary))
+}
+
+/// Repeats `call` until it answers `status`, for at most 5 s (a gateway sees a change made in
+/// its store within the poll interval); returns the last answer.
+pub async fn until_status<F, Fut>(status: u16, call: F) -> Got
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Got>,
+{
+    let mut got = call().await;
+    for _ in 0..50 {
+        if got.status == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = call().await;
+    }
+    got
+}
