@@ -240,13 +240,18 @@ pub(super) fn escape(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Calls `emit` with the pieces of `q`, the values of [`REDACTED_QUERY_PARAMS`] replaced.
-fn redact_query(q: &str, mut emit: impl FnMut(&[u8])) {
+fn redact_query(q: &str, emit: impl FnMut(&[u8])) {
+    redact_pairs(q, secret_param, emit);
+}
+
+/// Calls `emit` with the pieces of `q`, the values of the parameters `secret` picks replaced.
+fn redact_pairs(q: &str, secret: impl Fn(&[u8]) -> bool, mut emit: impl FnMut(&[u8])) {
     for (i, pair) in q.as_bytes().split(|&b| b == b'&').enumerate() {
         if i > 0 {
             emit(b"&");
         }
         match pair.iter().position(|&b| b == b'=') {
-            Some(eq) if secret_param(&pair[..eq]) => {
+            Some(eq) if secret(&pair[..eq]) => {
                 emit(&pair[..=eq]);
                 emit(REDACTED);
             }
@@ -265,20 +270,10 @@ pub(super) fn secret_param(raw: &[u8]) -> bool {
 /// per-API subscription-key parameters (`apis.X.subscription_key.query`), applied when the
 /// record is made.
 pub fn redact_named(q: &str, names: &[Box<str>]) -> String {
-    let mut out = String::with_capacity(q.len());
-    for (i, pair) in q.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match pair.split_once('=') {
-            Some((name, _)) if names.iter().any(|n| param_is(name.as_bytes(), n)) => {
-                out.push_str(name);
-                out.push_str("=[redacted]");
-            }
-            _ => out.push_str(pair),
-        }
-    }
-    out
+    let mut out = Vec::with_capacity(q.len());
+    redact_pairs(q, |raw| names.iter().any(|n| param_is(raw, n)), |piece| out.extend_from_slice(piece));
+    // Pieces are whole `&`-separated parts of a `str` and ASCII `[redacted]`, so still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Whether the raw (percent-encoded, `+` for space) parameter name `raw` decodes to `want`,
