@@ -109,7 +109,8 @@ pub(crate) fn refusal(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
         return Some(problem(
             StatusCode::FORBIDDEN,
             "admin-token-missing",
-            "mutations are disabled: set admin.token in the config",
+            "this admin endpoint needs a token: set admin.token in the config (without it the admin API, \
+             dashboard and analytics are off)",
             None,
         ));
     };
