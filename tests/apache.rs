@@ -408,8 +408,7 @@ async fn check_identity_headers(d: &Deployment) {
         // Apache appended the client; Gatehouse appended Apache; the spoof stays on the left.
         assert_eq!(xff, "6.6.6.6, 127.0.0.2, 127.0.0.1", "{what}");
         // The same id is in Apache's access log, for the same request.
-        let ours = apache.access_log().into_iter().find(|l| l.ends_with(&format!(" {rid}")));
-        let ours = ours.unwrap_or_else(|| panic!("Apache's log has no line for {rid}: {:?}", apache.access_log()));
+        let ours = apache_line(apache, &rid).await;
         assert!(ours.starts_with("127.0.0.2 \"GET /api/orders/7?x=1 HTTP/1.1\" 200 "), "{ours}");
     } else {
         assert_eq!(xff, "127.0.0.2", "{what}");
