@@ -327,7 +327,26 @@ async fn serve(
     }
     // Boxed: the pipeline's state (the Exchange, policy futures) would otherwise make every
     // request's future larger, and hyper moves that future into place for plain routes too.
-    Box::pin(pipeline(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace)).await
+    pipeline_boxed(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
+}
+
+type Answer<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a>>;
+
+/// `pipeline`, boxed in a plain function so its state never becomes part of `serve`'s.
+#[allow(clippy::too_many_arguments)]
+fn pipeline_boxed<'a>(
+    active: &'a Active,
+    conn: &'a ConnInfo,
+    route: Arc<Route>,
+    params: crate::route::Params,
+    path: String,
+    call: Call,
+    request_id: &'a HeaderValue,
+    peer_trusted: bool,
+    trace: &'a mut Trace,
+) -> Answer<'a> {
+    Box::pin(pipeline(active, conn, route, params, path, call, request_id, peer_trusted, trace))
 }
 
 /// A request on its way to the backend.
@@ -520,7 +539,7 @@ async fn forward(
     trace: &mut Trace,
 ) -> Result<Response<ResponseBody>, Problem> {
     let snap = &active.snapshot;
-    let Call { mut parts, mut body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
+    let Call { mut parts, body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
     // The backend actually called (a policy may have chosen another), for the log and metrics.
     let Some(called) = service.or_else(|| route.api.backend.clone()) else {
         return Err(gateway_bug("the route has no backend"));
@@ -581,37 +600,12 @@ async fn forward(
     let result = match retry {
         None => call_backend(backend, Outbound { parts, body, rest, hash_key }, timeout, backend_name).await,
         Some(plan) => {
-            // Every attempt sends the same bytes, so the body is read once.
-            if let Err(e) = body.buffer().await {
-                trace.time_backend = Some(t.elapsed());
-                let failure = match e {
-                    crate::body::BodyError::TooLarge { .. } => crate::upstream::ClientBodyFailure::TooLarge,
-                    crate::body::BodyError::Hyper(_) => crate::upstream::ClientBodyFailure::Unreadable,
-                    crate::body::BodyError::Stalled(_) => crate::upstream::ClientBodyFailure::Stalled,
-                };
-                return Err(crate::upstream::UpstreamError::ClientBody(failure).problem(backend_name));
-            }
-            let mut attempt = 0;
-            loop {
-                let mut head = Request::new(());
-                *head.method_mut() = parts.method.clone();
-                *head.uri_mut() = parts.uri.clone();
-                *head.version_mut() = parts.version;
-                *head.headers_mut() = parts.headers.clone();
-                let (p, ()) = head.into_parts();
-                let out =
-                    Outbound { parts: p, body: body.clone_buffered(), rest: rest.clone(), hash_key: hash_key.clone() };
-                let r = call_backend(backend, out, timeout, backend_name).await;
-                let again = match &r {
-                    Ok(a) => plan.statuses.contains(&a.response.status().as_u16()),
-                    Err(p) => p.layer == Layer::Backend,
-                };
-                if !again || attempt >= plan.count {
-                    break r;
-                }
-                attempt += 1;
-                if !plan.interval.is_zero() {
-                    tokio::time::sleep(plan.interval).await;
+            let attempts = with_retries(backend, parts, body, rest, hash_key, plan, timeout, backend_name);
+            match attempts.await {
+                Ok(r) => r,
+                Err(problem) => {
+                    trace.time_backend = Some(t.elapsed());
+                    return Err(problem);
                 }
             }
         }
@@ -644,6 +638,61 @@ async fn forward(
     // After a refused upgrade the connection is not reused (see above); otherwise it is.
     let checkin = if upgrade { None } else { checkin };
     Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
+}
+
+type Attempts<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Result<crate::upstream::Answer, Problem>, Problem>> + Send + 'a>,
+>;
+
+/// `retry`'s loop around the backend call. Boxed in a plain function: its state (the request
+/// kept for every attempt, the pause) would otherwise enlarge every request's future, retried or
+/// not. The outer error is a client body that could not be read; the inner result is the last
+/// attempt's.
+#[allow(clippy::too_many_arguments)]
+fn with_retries<'a>(
+    backend: &'a crate::upstream::Backend,
+    parts: http::request::Parts,
+    mut body: UpstreamBody,
+    rest: Bytes,
+    hash_key: Option<Vec<u8>>,
+    plan: RetryPlan,
+    timeout: Option<Duration>,
+    backend_name: &'a str,
+) -> Attempts<'a> {
+    Box::pin(async move {
+        // Every attempt sends the same bytes, so the body is read once.
+        if let Err(e) = body.buffer().await {
+            let failure = match e {
+                crate::body::BodyError::TooLarge { .. } => crate::upstream::ClientBodyFailure::TooLarge,
+                crate::body::BodyError::Hyper(_) => crate::upstream::ClientBodyFailure::Unreadable,
+                crate::body::BodyError::Stalled(_) => crate::upstream::ClientBodyFailure::Stalled,
+            };
+            return Err(crate::upstream::UpstreamError::ClientBody(failure).problem(backend_name));
+        }
+        let mut attempt = 0;
+        Ok(loop {
+            let mut head = Request::new(());
+            *head.method_mut() = parts.method.clone();
+            *head.uri_mut() = parts.uri.clone();
+            *head.version_mut() = parts.version;
+            *head.headers_mut() = parts.headers.clone();
+            let (p, ()) = head.into_parts();
+            let out =
+                Outbound { parts: p, body: body.clone_buffered(), rest: rest.clone(), hash_key: hash_key.clone() };
+            let r = call_backend(backend, out, timeout, backend_name).await;
+            let again = match &r {
+                Ok(a) => plan.statuses.contains(&a.response.status().as_u16()),
+                Err(p) => p.layer == Layer::Backend,
+            };
+            if !again || attempt >= plan.count {
+                break r;
+            }
+            attempt += 1;
+            if !plan.interval.is_zero() {
+                tokio::time::sleep(plan.interval).await;
+            }
+        })
+    })
 }
 
 /// One call to the backend, bounded by a policy's timeout when there is one.
