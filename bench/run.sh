@@ -52,8 +52,11 @@ scenario_def() {
     # Gatehouse with its full policy chain; nginx, HAProxy and direct proxy plainly (the target
     # compares with nginx's plain proxying). Every proxy gets the same request headers.
     policy-100b) SC_MODE=policy SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
-    # The same headers through subscription key + cached validate-jwt only (vs h1-100b).
+    # The same headers through subscription key + cached validate-jwt only (vs hdr-100b).
     auth-100b) SC_MODE=auth SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
+    # Plain proxying of the very requests auth-100b and policy-100b send (same two headers): the
+    # baseline the policies' own cost is measured against.
+    hdr-100b) SC_MODE=hdr SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     # Gatehouse only: observability off, then metrics + combined access log on (≤ 5% apart).
     h1-obs-off) SC_MODE=obsoff SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     h1-obs-on) SC_MODE=obson SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
@@ -236,7 +239,7 @@ run_one() {
   if [[ $SC_MODE == tls || $SC_MODE == h2tls ]]; then url="https${url#http}"; fi
   local curl_opts=(-sk --max-time 5 -o /dev/null -w '%{http_code} %{size_download}')
   REQ_HEADERS=()
-  if [[ $SC_MODE == policy || $SC_MODE == auth ]]; then REQ_HEADERS=(-H "Ocp-Apim-Subscription-Key: $BENCH_SUB_KEY" -H "Authorization: Bearer $BENCH_JWT"); fi
+  if [[ $SC_MODE == policy || $SC_MODE == auth || $SC_MODE == hdr ]]; then REQ_HEADERS=(-H "Ocp-Apim-Subscription-Key: $BENCH_SUB_KEY" -H "Authorization: Bearer $BENCH_JWT"); fi
   curl_opts+=("${REQ_HEADERS[@]}")
   if [[ $SC_MODE == h2c ]]; then curl_opts+=(--http2-prior-knowledge); fi
   if [[ $SC_MODE == h2tls ]]; then curl_opts+=(--http2); fi
@@ -351,7 +354,7 @@ main() {
     GATEHOUSE_B_BIN=$WORK/gatehouse-b
   fi
   if [[ $SCENARIOS == *tls* ]]; then make_cert; fi
-  if [[ $SCENARIOS == *policy* || $SCENARIOS == *auth* ]]; then make_policy_credentials; fi
+  if [[ $SCENARIOS == *policy* || $SCENARIOS == *auth* || $SCENARIOS == *hdr* ]]; then make_policy_credentials; fi
   start_upstream
   log "origin nginx on 127.0.0.1:$UPSTREAM_PORT (pid $UPSTREAM_PID, CPU $LOAD_CPU); results -> $TSV"
 

@@ -64,7 +64,7 @@ EOF
 # --- direct: no proxy, wrk straight at the origin (baseline; plain mode only)
 proxy_available_direct() { return 0; }
 proxy_start_direct() {
-  [[ $1 == plain || $1 == policy || $1 == auth ]] || return 2
+  [[ $1 == plain || $1 == policy || $1 == auth || $1 == hdr ]] || return 2
   PROXY_PID="" PROXY_DIR=""
   PROXY_PORT=$UPSTREAM_PORT
 }
@@ -73,7 +73,7 @@ proxy_start_direct() {
 proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; return 1; }; }
 proxy_start_nginx() {
   local mode=$1 port=$2 dir listen conns=4096 locations keepalive=64
-  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
+  if [[ $mode == policy || $mode == auth || $mode == hdr ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/nginx-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -145,7 +145,7 @@ EOF
 proxy_available_haproxy() { [[ -x $HAPROXY_BIN ]] || { echo "haproxy not found" >&2; return 1; }; }
 proxy_start_haproxy() {
   local mode=$1 port=$2 dir bind maxconn=4096
-  if [[ $mode == policy || $mode == auth ]]; then mode=plain; fi # the baseline: plain proxying
+  if [[ $mode == policy || $mode == auth || $mode == hdr ]]; then mode=plain; fi # the baseline: plain proxying
   dir=$WORK/haproxy-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -192,7 +192,7 @@ proxy_available_gatehouse() {
 proxy_start_gatehouse() {
   local mode=$1 port=$2 dir tmpl
   case $mode in
-    plain) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
+    plain | hdr) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
     h2c) tmpl=$BENCH_DIR/gatehouse-h2c.yaml ;; # a plain listener, which speaks h2c too
     routes10k) tmpl=$BENCH_DIR/gatehouse-routes10k.yaml ;;
     tls | h2tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;; # ALPN offers h2 and http/1.1

@@ -59,20 +59,28 @@ impl RunningListener {
     }
 }
 
+/// hyper's `DEFAULT_MAX_HEADERS` (its on-stack parse arrays).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// The hyper connection builder for a snapshot's limits.
 pub fn http_builder(s: &Snapshot) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     let l = &s.edge.limits;
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = b.http1();
+    h1.timer(TokioTimer::new())
         // The guard owns the header deadline (408) and the idle timeout; hyper's own 30 s
         // default would otherwise close idle keep-alive connections regardless of the config.
         .header_read_timeout(None)
         .keep_alive(true)
         // The guard enforces the configured limits with problem+json answers; hyper's own
         // limits sit above them as a backstop.
-        .max_buf_size((l.header_bytes + l.uri_bytes + 8192).max(16 * 1024))
-        .max_headers(crate::edge::guard::MAX_HEADERS + 1);
+        .max_buf_size((l.header_bytes + l.uri_bytes + 8192).max(16 * 1024));
+    // hyper parses up to 100 header fields in arrays on the stack; any explicit maximum makes it
+    // allocate two arrays of that size for every request head (two large mallocs per request),
+    // so one is set only when the configured limit needs more room than the default.
+    if l.headers > HYPER_DEFAULT_MAX_HEADERS {
+        h1.max_headers(l.headers + 1);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(s.edge.h2_max_streams)

@@ -50,6 +50,27 @@ async fn too_many_headers_is_431() {
     assert_eq!(b.count(), 1);
 }
 
+/// A head for the gateway-answered `POST /hello/` with exactly `fields` header fields.
+fn hello_with_fields(fields: usize) -> Vec<u8> {
+    let extra: String = (0..fields - 2).map(|i| format!("X-H{i}: v\r\n")).collect();
+    format!("POST /hello/ HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\n{extra}\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_count_limit_holds_at_and_beyond_a_hundred() {
+    // hyper's own parser takes 100 fields unless told otherwise; the configured limit decides,
+    // at the default (100) and above it, and the answer beyond it is the gateway's 431.
+    let b = backend().await;
+    for (limit, config) in [(100, "header_bytes: 64KiB"), (200, "headers: 200, header_bytes: 64KiB")] {
+        let g = gateway(&limits_config(b.addr, config)).await;
+        let mut c = Conn::open(g.addr).await;
+        c.send(&hello_with_fields(limit)).await;
+        let r = c.response(WAIT).await.unwrap_or_else(|| panic!("limit {limit}: no response: {}", c.leftover()));
+        assert_eq!(r.status, 201, "limit {limit}: {}", r.text());
+        expect_status(g.addr, &hello_with_fields(limit + 1), 431).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_too_large_is_431() {
     let b = backend().await;
