@@ -19,7 +19,7 @@ use crate::body::{ResponseBody, UpstreamBody};
 use crate::compress;
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
-use crate::observe::access_log::LogRecord;
+use crate::observe::access_log::format::{redact_named, strip_port};
 use crate::observe::metrics::RequestFacts;
 use crate::observe::timing::{self as server_timing, SERVER_TIMING};
 use crate::observe::trace::{StartInfo, TRACEPARENT};
@@ -95,23 +95,31 @@ pub async fn handle(
     }
 
     // What the access log needs of the request, taken before the request is consumed.
-    let log_head = active.access_log.as_ref().map(|_| LogHead {
-        wall: SystemTime::now(),
-        client_ip: edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted),
-        method: req.method().clone(),
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().map(|q| match &snap.access_log.secret_query_params[..] {
-            [] => q.to_owned(),
-            names => crate::observe::access_log::format::redact_named(q, names),
-        }),
-        version: req.version(),
-        host: host_of(&req).and_then(|h| h.to_str().ok().map(|h| strip_port(h).to_owned())),
-        headers: active
-            .log_request_headers
-            .iter()
-            .filter_map(|n| req.headers().get(n).map(|v| (n.clone(), v.clone())))
-            .collect(),
-    });
+    if let Some(log) = &active.access_log {
+        let record = tail.begin_log(log.clone(), started);
+        record.client_ip = edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted);
+        record.peer_port = conn.peer.port();
+        record.local_port = conn.local_port;
+        record.time = SystemTime::now();
+        record.method = req.method().clone();
+        record.version = req.version();
+        let head = &mut record.head;
+        head.set_path(req.uri().path());
+        match (req.uri().query(), &snap.access_log.secret_query_params[..]) {
+            (Some(q), names @ [_, ..]) => head.set_query(Some(&redact_named(q, names))),
+            (q, _) => head.set_query(q),
+        }
+        // The Host header (when it is text), else the :authority of an HTTP/2 request.
+        head.set_host(
+            match req.headers().get(header::HOST) {
+                Some(h) => h.to_str().ok(),
+                None => req.uri().authority().map(|a| a.as_str()),
+            }
+            .map(strip_port),
+        );
+        head.set_request_id(request_id.to_str().unwrap_or("-"));
+        head.pick_headers(false, &active.log_request_headers, req.headers());
+    }
 
     // What the client accepts, read before `serve` consumes the request; only when configured.
     let accept = snap.compression.any().then(|| compress::Accept::of(req.method(), req.headers()));
@@ -136,43 +144,19 @@ pub async fn handle(
         compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
     }
 
-    if let (Some(log), Some(head)) = (&active.access_log, log_head) {
-        let edge_done = trace.edge_done.unwrap_or(started);
-        let route = trace.route.as_deref();
-        let record = LogRecord {
-            client_ip: head.client_ip,
-            peer_port: conn.peer.port(),
-            local_port: conn.local_port,
-            server_name: head.host.unwrap_or_else(|| "-".to_owned()),
-            time: head.wall,
-            method: head.method,
-            path: head.path,
-            query: head.query,
-            version: head.version,
-            status: resp.status().as_u16(),
-            bytes_sent: 0,
-            duration: Duration::ZERO,
-            request_headers: head.headers,
-            response_headers: active
-                .log_response_headers
-                .iter()
-                .filter_map(|n| resp.headers().get(n).map(|v| (n.clone(), v.clone())))
-                .collect(),
-            user: None,
-            request_id: request_id.to_str().unwrap_or("-").to_owned(),
-            api: route.map(|r| r.api.name.clone()),
-            operation: route.and_then(|r| r.operation.clone()),
-            product: trace.caller.as_ref().and_then(|c| c.product.as_deref().map(str::to_owned)),
-            subscription: trace.caller.as_ref().map(|c| c.subscription_name.to_string()),
-            backend: trace.backend.as_deref().map(str::to_owned),
-            layer: trace.layer.map(Layer::as_str),
-            policy: trace.policy.map(str::to_owned),
-            upstream_status: trace.upstream_status,
-            time_edge: edge_done.duration_since(started),
-            time_policy: trace.time_policy,
-            time_backend: trace.time_backend,
-        };
-        tail.log_with(log.clone(), record, started);
+    if let Some(record) = tail.finish_log() {
+        record.status = resp.status().as_u16();
+        record.head.pick_headers(true, &active.log_response_headers, resp.headers());
+        record.route = trace.route.clone();
+        record.product = trace.caller.as_ref().and_then(|c| c.product.clone());
+        record.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
+        record.backend = trace.backend.clone();
+        record.layer = trace.layer.map(Layer::as_str);
+        record.policy = trace.policy;
+        record.upstream_status = trace.upstream_status;
+        record.time_edge = trace.edge_done.unwrap_or(started).duration_since(started);
+        record.time_policy = trace.time_policy;
+        record.time_backend = trace.time_backend;
     }
     if active.observe.active() {
         let facts = RequestFacts {
@@ -198,30 +182,12 @@ pub async fn handle(
     Ok(resp)
 }
 
-struct LogHead {
-    wall: SystemTime,
-    client_ip: std::net::IpAddr,
-    method: http::Method,
-    path: String,
-    query: Option<String>,
-    version: Version,
-    host: Option<String>,
-    headers: HeaderMap,
-}
-
 /// The Host header, or the :authority of an HTTP/2 request.
 fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
     match req.headers().get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |i| &host[..=i]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 async fn serve(

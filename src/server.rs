@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
@@ -54,35 +54,18 @@ impl Active {
         Some(Arc::new(move |problem: &crate::respond::Problem, request_id: &str| {
             observe.record_refusal(problem.status.as_u16(), problem.layer, 0);
             let Some(log) = &log else { return };
-            let record = LogRecord {
+            let mut record = LogRecord {
                 client_ip,
                 peer_port: peer.port(),
                 local_port,
-                server_name: "-".into(),
                 time: SystemTime::now(),
                 method: http::Method::from_bytes(b"-").unwrap_or(http::Method::GET),
-                path: "-".into(),
-                query: None,
-                version: http::Version::HTTP_11,
                 status: problem.status.as_u16(),
-                bytes_sent: 0,
-                duration: Duration::ZERO,
-                request_headers: http::HeaderMap::new(),
-                response_headers: http::HeaderMap::new(),
-                user: None,
-                request_id: request_id.to_owned(),
-                api: None,
-                operation: None,
-                product: None,
-                subscription: None,
-                backend: None,
                 layer: Some(problem.layer.as_str()),
-                policy: None,
-                upstream_status: None,
-                time_edge: Duration::ZERO,
-                time_policy: Duration::ZERO,
-                time_backend: None,
+                ..LogRecord::default()
             };
+            record.head.set_path("-");
+            record.head.set_request_id(request_id);
             log.log(&record);
         }))
     }

@@ -184,7 +184,7 @@ impl Observe {
         span: Option<Box<SpanStart>>,
     ) {
         if self.active() {
-            tail.observe_with(Box::new(Pending { observe: self.clone(), facts, started, span }));
+            tail.observe_with(Pending { observe: self.clone(), facts, started, span });
         }
     }
 }
@@ -215,9 +215,10 @@ impl Observe {
 }
 
 impl Pending {
-    pub(super) fn done(mut self, bytes_sent: u64) {
+    /// Records the request, which ended at `now`.
+    pub(super) fn done(&mut self, bytes_sent: u64, now: Instant) {
         self.facts.bytes_sent = bytes_sent;
-        self.facts.duration = self.started.elapsed();
+        self.facts.duration = now.saturating_duration_since(self.started);
         let telemetry = &self.observe.telemetry;
         if self.observe.spec.metrics {
             telemetry.metrics.record(&self.facts);

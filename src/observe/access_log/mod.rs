@@ -38,10 +38,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
 use http::{Method, Version};
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use format::{apache_query, bytes, escape, host, ip, micros, num, protocol, stamp, text, write_header, write_json};
 use format::{FieldFn, FIELDS};
+
+use crate::route::Route;
 
 /// Headers whose values are never logged, even when a `LogFormat` names them with
 /// `%{...}i` / `%{...}o`: credentials, session cookies and API keys. `[redacted]` is printed
@@ -73,7 +76,9 @@ const CHUNK: usize = 64 * 1024;
 /// A thread's format buffer is shrunk back when a huge line grew it beyond this.
 const SCRATCH_MAX: usize = 64 * 1024;
 
-/// Everything a log line can say about one finished request. Built by the proxy once per request.
+/// Everything a log line can say about one finished request. Built by the proxy once per
+/// request: the text of the request and response heads is copied into one [`HeadText`], names
+/// from the config are shared (`Arc`s), so a record usually allocates nothing of its own.
 #[derive(Clone, Debug)]
 pub struct LogRecord {
     /// `%h`: the trusted client address.
@@ -82,17 +87,10 @@ pub struct LogRecord {
     pub peer_port: u16,
     /// `%p`, `%{local}p`, `%{canonical}p`: the listener's port.
     pub local_port: u16,
-    /// `%v`: the Host the request was for, without port; `-` or empty if none.
-    pub server_name: String,
     /// `%t`: request start.
     pub time: SystemTime,
     /// `%m`.
     pub method: Method,
-    /// `%U`: path only, no query.
-    pub path: String,
-    /// The query without its leading `?` (a leading `?` is tolerated). `%q` prints `?a=b`,
-    /// or nothing when `None` or empty.
-    pub query: Option<String>,
     /// `%H`.
     pub version: Version,
     /// `%>s` / `%s`: final status sent to the client.
@@ -101,21 +99,18 @@ pub struct LogRecord {
     pub bytes_sent: u64,
     /// `%D` (microseconds), `%T` (whole seconds).
     pub duration: Duration,
-    /// `%{NAME}i`.
-    pub request_headers: HeaderMap,
-    /// `%{NAME}o`.
-    pub response_headers: HeaderMap,
+    /// `%U`, `%q`, `%v`, the request id, `%{NAME}i` and `%{NAME}o`.
+    pub head: HeadText,
     /// `%u`: the authenticated subject, `-` when `None`.
     pub user: Option<String>,
-    pub request_id: String,
-    pub api: Option<String>,
-    pub operation: Option<String>,
-    pub product: Option<String>,
-    pub subscription: Option<String>,
-    pub backend: Option<String>,
+    /// The API and operation; `None` when the request matched no route.
+    pub route: Option<Arc<Route>>,
+    pub product: Option<Arc<str>>,
+    pub subscription: Option<Arc<str>>,
+    pub backend: Option<Arc<str>>,
     /// `"edge" | "policy" | "backend" | "gateway"`; `None` when the backend answered normally.
     pub layer: Option<&'static str>,
-    pub policy: Option<String>,
+    pub policy: Option<&'static str>,
     pub upstream_status: Option<u16>,
     pub time_edge: Duration,
     pub time_policy: Duration,
@@ -124,25 +119,21 @@ pub struct LogRecord {
 
 impl Default for LogRecord {
     fn default() -> Self {
+        let mut head = HeadText::default();
+        head.set_path("/");
         LogRecord {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_port: 0,
             local_port: 0,
-            server_name: "-".to_owned(),
             time: UNIX_EPOCH,
             method: Method::GET,
-            path: "/".to_owned(),
-            query: None,
             version: Version::HTTP_11,
             status: 0,
             bytes_sent: 0,
             duration: Duration::ZERO,
-            request_headers: HeaderMap::new(),
-            response_headers: HeaderMap::new(),
+            head,
             user: None,
-            request_id: String::new(),
-            api: None,
-            operation: None,
+            route: None,
             product: None,
             subscription: None,
             backend: None,
@@ -153,6 +144,119 @@ impl Default for LogRecord {
             time_policy: Duration::ZERO,
             time_backend: None,
         }
+    }
+}
+
+impl LogRecord {
+    /// The API's name, when the request was routed.
+    pub fn api(&self) -> Option<&str> {
+        self.route.as_deref().map(|r| r.api.name.as_str())
+    }
+
+    /// The operation, when the request was routed to one.
+    pub fn operation(&self) -> Option<&str> {
+        self.route.as_deref().and_then(|r| r.operation.as_deref())
+    }
+}
+
+/// Bytes copied into a [`HeadText`], inline up to this many.
+const HEAD_INLINE: usize = 128;
+
+/// Where one value lies in [`HeadText`]'s buffer.
+type Span = (u32, u32);
+
+/// The text of a request's (and its response's) head that a line prints: path, query, host,
+/// request id and the header values the format names. Copied into one buffer, inline when it
+/// fits (no allocation), rather than shared with the request: a shared slice would pin the
+/// connection's read buffer, which hyper then could not reuse for the next request.
+#[derive(Clone, Debug, Default)]
+pub struct HeadText {
+    bytes: SmallVec<[u8; HEAD_INLINE]>,
+    path: Span,
+    query: Option<Span>,
+    host: Option<Span>,
+    request_id: Span,
+    /// `(response, name, value)`, in the order added.
+    headers: SmallVec<[(bool, HeaderName, Span); 2]>,
+}
+
+impl HeadText {
+    fn push(&mut self, b: &[u8]) -> Span {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        // A head is far below 4 GiB (hyper and the edge limits bound it).
+        (u32::try_from(start).unwrap_or(u32::MAX), u32::try_from(self.bytes.len()).unwrap_or(u32::MAX))
+    }
+
+    fn get(&self, (a, b): Span) -> &[u8] {
+        self.bytes.get(a as usize..b as usize).unwrap_or_default()
+    }
+
+    /// `%U`: the path only.
+    pub fn set_path(&mut self, path: &str) {
+        self.path = self.push(path.as_bytes());
+    }
+
+    /// The query without its leading `?` (a leading `?` is tolerated); `%q` prints `?a=b`, or
+    /// nothing when `None` or empty.
+    pub fn set_query(&mut self, query: Option<&str>) {
+        self.query = query.map(|q| self.push(q.as_bytes()));
+    }
+
+    /// `%v`: the host the request was for, without port; `None`, empty or `-` print `-`.
+    pub fn set_host(&mut self, host: Option<&str>) {
+        self.host = host.map(|h| self.push(h.as_bytes()));
+    }
+
+    pub fn set_request_id(&mut self, id: &str) {
+        self.request_id = self.push(id.as_bytes());
+    }
+
+    /// Adds a value of a request (`%{NAME}i`) or response (`%{NAME}o`) header.
+    pub fn add_header(&mut self, response: bool, name: &HeaderName, value: &[u8]) {
+        let span = self.push(value);
+        self.headers.push((response, name.clone(), span));
+    }
+
+    /// Replaces the values of a header by `value`.
+    pub fn set_header(&mut self, response: bool, name: &HeaderName, value: &[u8]) {
+        self.headers.retain(|(r, n, _)| !(*r == response && n == name));
+        self.add_header(response, name, value);
+    }
+
+    /// Adds the first value of each of `names` that `map` has.
+    pub fn pick_headers(&mut self, response: bool, names: &[HeaderName], map: &HeaderMap) {
+        for name in names {
+            if let Some(v) = map.get(name) {
+                self.add_header(response, name, v.as_bytes());
+            }
+        }
+    }
+
+    pub fn path(&self) -> &[u8] {
+        self.get(self.path)
+    }
+
+    pub fn query(&self) -> Option<&[u8]> {
+        self.query.map(|s| self.get(s))
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        self.host.map(|s| self.get(s))
+    }
+
+    pub fn request_id(&self) -> &[u8] {
+        self.get(self.request_id)
+    }
+
+    /// The first value of a request or response header.
+    pub fn first_header(&self, response: bool, name: &HeaderName) -> Option<&[u8]> {
+        self.headers.iter().find(|(r, n, _)| *r == response && n == name).map(|(_, _, s)| self.get(*s))
+    }
+
+    /// The values of a request or response header, in order.
+    pub fn header<'a>(&'a self, response: bool, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        self.headers.iter().filter(move |(r, n, _)| *r == response && n == name).map(|(_, _, s)| self.get(*s))
     }
 }
 
@@ -299,6 +403,8 @@ fn parse_apache(spec: &str) -> Result<ApacheFormat, String> {
 fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
     let value: FieldFn = match (c, arg) {
         ('%', None) => return Ok(Piece::Literal(Box::new(*b"%"))),
+        // Always `-` (no identd): a literal, merged with its neighbours.
+        ('l', None) => return Ok(Piece::Literal(Box::new(*b"-"))),
         ('i' | 'o', Some(name)) => {
             let name =
                 HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| "invalid header name in directive")?;
@@ -312,7 +418,6 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
         },
         ('i' | 'o' | 'g', None) => return Err("missing {NAME} in directive"),
         ('h', None) => |r, o, _| ip(o, r.client_ip),
-        ('l', None) => |_, o, _| o.push(b'-'),
         ('u', None) => |r, o, _| text(o, bytes(&r.user), false),
         ('t', None) => |r, o, _| {
             o.push(b'[');
@@ -322,7 +427,7 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
         ('r', None) => |r, o, _| {
             escape(o, r.method.as_str().as_bytes());
             o.push(b' ');
-            escape(o, r.path.as_bytes());
+            escape(o, r.head.path());
             apache_query(r, o);
             o.push(b' ');
             o.extend_from_slice(protocol(r.version).as_bytes());
@@ -339,7 +444,7 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
         ('v', None) => |r, o, _| text(o, host(r), false),
         ('p', None | Some("local" | "canonical")) => |r, o, _| num(o, r.local_port.into()),
         ('p', Some("remote")) => |r, o, _| num(o, r.peer_port.into()),
-        ('U', None) => |r, o, _| escape(o, r.path.as_bytes()),
+        ('U', None) => |r, o, _| escape(o, r.head.path()),
         ('q', None) => |r, o, _| apache_query(r, o),
         ('m', None) => |r, o, _| escape(o, r.method.as_str().as_bytes()),
         ('H', None) => |r, o, _| o.extend_from_slice(protocol(r.version).as_bytes()),

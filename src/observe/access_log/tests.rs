@@ -5,37 +5,54 @@
 use super::format::secret_param;
 use super::*;
 use http::HeaderValue;
+use std::sync::Arc;
 use std::time::Instant;
 
+fn name(s: &'static str) -> HeaderName {
+    HeaderName::from_static(s)
+}
+
+fn route(api: &str, operation: Option<&str>) -> Arc<Route> {
+    let api = crate::route::Api { name: api.to_owned(), prefix: String::new(), backend: None, server_timing: false };
+    Arc::new(Route {
+        api: Arc::new(api),
+        operation: operation.map(str::to_owned),
+        chain: Default::default(),
+        metrics: Default::default(),
+    })
+}
+
+/// A head with this path and query, the rest as in [`record`].
+fn head(path: &str, query: Option<&str>) -> HeadText {
+    let mut h = HeadText::default();
+    h.set_path(path);
+    h.set_query(query);
+    h.set_host(Some("api.example.com"));
+    h.set_request_id("req-1");
+    h.add_header(false, &REFERER, b"http://www.example.com/start.html");
+    h.add_header(false, &USER_AGENT, b"Mozilla/4.08 [en] (Win98; I ;Nav)");
+    h.add_header(false, &name("x-trace"), b"abc");
+    h.add_header(true, &name("content-type"), b"image/gif");
+    h
+}
+
 fn record() -> LogRecord {
-    let mut req = HeaderMap::new();
-    req.insert(REFERER, HeaderValue::from_static("http://www.example.com/start.html"));
-    req.insert(USER_AGENT, HeaderValue::from_static("Mozilla/4.08 [en] (Win98; I ;Nav)"));
-    req.insert("x-trace", HeaderValue::from_static("abc"));
-    let mut resp = HeaderMap::new();
-    resp.insert("content-type", HeaderValue::from_static("image/gif"));
     LogRecord {
         client_ip: "192.0.2.7".parse().expect("ip"),
         peer_port: 51234,
         local_port: 8443,
-        server_name: "api.example.com".to_owned(),
         time: UNIX_EPOCH + Duration::from_millis(971_186_136_123),
         method: Method::GET,
-        path: "/apache_pb.gif".to_owned(),
-        query: Some("a=1&b=2".to_owned()),
         version: Version::HTTP_11,
         status: 200,
         bytes_sent: 2326,
         duration: Duration::from_micros(1_234_567),
-        request_headers: req,
-        response_headers: resp,
+        head: head("/apache_pb.gif", Some("a=1&b=2")),
         user: Some("frank".to_owned()),
-        request_id: "req-1".to_owned(),
-        api: Some("pets".to_owned()),
-        operation: Some("getPet".to_owned()),
-        product: Some("starter".to_owned()),
-        subscription: Some("sub-9".to_owned()),
-        backend: Some("pets-v1".to_owned()),
+        route: Some(route("pets", Some("getPet"))),
+        product: Some("starter".into()),
+        subscription: Some("sub-9".into()),
+        backend: Some("pets-v1".into()),
         layer: None,
         policy: None,
         upstream_status: Some(200),
@@ -85,18 +102,18 @@ fn every_directive() {
 fn empty_and_absent_values() {
     let mut rec = record();
     rec.bytes_sent = 0;
-    rec.query = None;
+    rec.head.set_query(None);
     rec.user = None;
-    rec.server_name = "-".to_owned();
+    rec.head.set_host(None);
     rec.version = Version::HTTP_2;
     rec.method = Method::POST;
     assert_eq!(
         line("%b %B \"%r\" [%q] %u %v %H %m", &rec),
         "- 0 \"POST /apache_pb.gif HTTP/2.0\" [] - - HTTP/2.0 POST\n"
     );
-    rec.query = Some("?x=1".to_owned());
+    rec.head.set_query(Some("?x=1"));
     assert_eq!(line("%q|%r", &rec), "?x=1|POST /apache_pb.gif?x=1 HTTP/2.0\n");
-    rec.query = Some(String::new());
+    rec.head.set_query(Some(""));
     assert_eq!(line("[%q]", &rec), "[]\n");
 }
 
@@ -113,7 +130,7 @@ fn gateway_directives() {
     );
     let mut rec = record();
     rec.layer = Some("policy");
-    rec.policy = Some("rate \"limit\"".to_owned());
+    rec.policy = Some("rate \"limit\"");
     rec.upstream_status = None;
     rec.time_backend = None;
     assert_eq!(
@@ -153,9 +170,8 @@ fn parse_errors_name_directive_and_offset() {
 #[test]
 fn escapes_like_apache() {
     let mut rec = record();
-    rec.request_headers
-        .insert(USER_AGENT, HeaderValue::from_bytes(b"evil\" 200 1 \"x\\y\tz\x85\xe2\x80\xa8").expect("value"));
-    rec.path = "/a\nb\"c\x7f".to_owned();
+    rec.head.set_header(false, &USER_AGENT, b"evil\" 200 1 \"x\\y\tz\x85\xe2\x80\xa8");
+    rec.head.set_path("/a\nb\"c\x7f");
     rec.user = Some("bob\r\n1.2.3.4 - - [forged]".to_owned());
     let out = line("combined", &rec);
     assert_eq!(out.matches('\n').count(), 1);
@@ -226,19 +242,18 @@ fn json_fields() {
 #[test]
 fn secrets_are_redacted() {
     let mut rec = record();
-    let h = &mut rec.request_headers;
-    h.insert("authorization", HeaderValue::from_static("Bearer SECRET1"));
-    h.insert("cookie", HeaderValue::from_static("sid=SECRET2"));
-    h.insert("x-api-key", HeaderValue::from_static("SECRET3"));
-    h.insert("ocp-apim-subscription-key", HeaderValue::from_static("SECRET4"));
-    h.insert("proxy-authorization", HeaderValue::from_static("Basic SECRET5"));
-    rec.response_headers.append("set-cookie", HeaderValue::from_static("a=SECRET6"));
-    rec.response_headers.append("set-cookie", HeaderValue::from_static("b=SECRET6"));
-    rec.query = Some(
+    let h = &mut rec.head;
+    h.set_header(false, &name("authorization"), b"Bearer SECRET1");
+    h.set_header(false, &name("cookie"), b"sid=SECRET2");
+    h.set_header(false, &name("x-api-key"), b"SECRET3");
+    h.set_header(false, &name("ocp-apim-subscription-key"), b"SECRET4");
+    h.set_header(false, &name("proxy-authorization"), b"Basic SECRET5");
+    h.add_header(true, &name("set-cookie"), b"a=SECRET6");
+    h.add_header(true, &name("set-cookie"), b"b=SECRET6");
+    h.set_query(Some(
         "a=1&subscription-key=SECRET7&Subscription%2dKEY=SECRET8&\
-         subscription-keyx=keep&subscription-key"
-            .to_owned(),
-    );
+         subscription-keyx=keep&subscription-key",
+    ));
     let q = "a=1&subscription-key=[redacted]&Subscription%2dKEY=[redacted]&\
              subscription-keyx=keep&subscription-key";
     let out = line(
@@ -298,7 +313,7 @@ fn lines_of(path: &std::path::Path) -> Vec<String> {
 }
 
 fn with_path(path: &str) -> LogRecord {
-    LogRecord { path: path.to_owned(), ..record() }
+    LogRecord { head: head(path, Some("a=1&b=2")), ..record() }
 }
 
 #[tokio::test]
@@ -407,4 +422,74 @@ fn named_query_parameters_are_redacted_in_any_spelling() {
         "a=1&api_key=[redacted]&API%5Fkey=[redacted]&b=api_key"
     );
     assert_eq!(super::format::redact_named("api_key", &names), "api_key");
+}
+
+#[test]
+fn head_text_spills_beyond_its_inline_buffer() {
+    // Longer than the inline buffer: the same line, from the heap.
+    let long = format!("/{}", "p".repeat(400));
+    let rec = LogRecord { head: head(&long, Some("a=1&b=2")), ..record() };
+    assert!(rec.head.bytes.spilled());
+    assert_eq!(
+        line("%U %q %v %{request_id}g %{Referer}i %{Content-Type}o", &rec),
+        format!("{long} ?a=1&b=2 api.example.com req-1 http://www.example.com/start.html image/gif\n")
+    );
+    assert!(!record().head.bytes.spilled());
+}
+
+#[test]
+fn headers_are_kept_per_direction_in_order() {
+    let mut h = HeadText::default();
+    h.add_header(false, &name("x-a"), b"1");
+    h.add_header(true, &name("x-a"), b"out");
+    h.add_header(false, &name("x-a"), b"2");
+    assert_eq!(h.header(false, &name("x-a")).collect::<Vec<_>>(), [b"1", b"2"]);
+    assert_eq!(h.header(true, &name("x-a")).collect::<Vec<_>>(), [b"out"]);
+    h.set_header(false, &name("x-a"), b"3");
+    assert_eq!(h.header(false, &name("x-a")).collect::<Vec<_>>(), [b"3"]);
+    assert_eq!(h.header(true, &name("x-a")).count(), 1);
+    let rec = LogRecord { head: h, ..record() };
+    assert_eq!(line("%{X-A}i|%{X-A}o|%{X-B}i", &rec), "3|out|-\n");
+}
+
+#[test]
+fn picked_headers_are_the_first_value_of_the_named_ones() {
+    let mut map = HeaderMap::new();
+    map.append(USER_AGENT, HeaderValue::from_static("one"));
+    map.append(USER_AGENT, HeaderValue::from_static("two"));
+    map.insert(name("x-other"), HeaderValue::from_static("x"));
+    let mut h = HeadText::default();
+    h.pick_headers(false, &[USER_AGENT, REFERER], &map);
+    assert_eq!(h.header(false, &USER_AGENT).collect::<Vec<_>>(), [b"one"]);
+    assert_eq!(h.header(false, &REFERER).count() + h.header(false, &name("x-other")).count(), 0);
+    let rec = LogRecord { head: h, ..record() };
+    assert_eq!(line("%{User-Agent}i|%{Referer}i|%{X-Other}i", &rec), "one|-|-\n");
+}
+
+#[test]
+fn host_empty_or_dash_prints_a_dash() {
+    let mut rec = record();
+    for host in ["", "-"] {
+        rec.head.set_host(Some(host));
+        assert_eq!(line("%v|%{host}g", &rec), "-|-\n");
+    }
+    assert_eq!(format::strip_port("a.test:8080"), "a.test");
+    assert_eq!(format::strip_port("[::1]:80"), "[::1]");
+    assert_eq!(format::strip_port("[::1]"), "[::1]");
+    assert_eq!(format::strip_port("[::1"), "[::1");
+    assert_eq!(format::strip_port("a:b:80"), "a:b");
+    assert_eq!(format::strip_port("é.test:1"), "é.test");
+    assert_eq!(format::strip_port(""), "");
+}
+
+#[test]
+fn headers_used_by_formats() {
+    let used = |spec: &str| LogFormat::parse(spec).expect("format").headers_used();
+    assert_eq!(used("combined"), (vec![REFERER, USER_AGENT], vec![]));
+    assert_eq!(used("common"), (vec![], vec![]));
+    assert_eq!(used("json"), (vec![USER_AGENT, REFERER], vec![]));
+    assert_eq!(
+        used("%{X-A}i %{x-a}i %{Content-Type}o %{user_agent}g"),
+        (vec![name("x-a"), USER_AGENT], vec![name("content-type")])
+    );
 }
