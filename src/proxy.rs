@@ -348,13 +348,14 @@ async fn pipeline(
     let snap = &active.snapshot;
     let chain = route.chain.clone();
     let Call { parts, body, raw_host, upgrade, .. } = call;
+    let client_ip = edge::client_ip(conn.peer.ip(), &parts.headers, &snap.edge.trusted);
     let mut x = Exchange {
         stage: Stage::Inbound,
         request: parts,
         body,
         path,
         params,
-        client_ip: edge::client_ip(conn.peer.ip(), &HeaderMap::new(), &snap.edge.trusted),
+        client_ip,
         request_id: request_id.clone(),
         route: route.clone(),
         vars: Vec::new(),
@@ -369,7 +370,6 @@ async fn pipeline(
         body_limit: snap.edge.limits.body_bytes,
         cache: None,
     };
-    x.client_ip = edge::client_ip(conn.peer.ip(), &x.request.headers, &snap.edge.trusted);
 
     let t = Instant::now();
     let mut flow = run_section(&mut x, Stage::Inbound, &chain.inbound).await;

@@ -421,7 +421,10 @@ impl RouteTable {
         match router.at(path) {
             Ok(m) => match m.value.find(method) {
                 Some(r) => {
-                    let params = if r.chain.is_empty() {
+                    // Only named template parameters are collected (policies read them); the
+                    // catch-all that ends a wide pattern is not one.
+                    let named = m.params.len() > usize::from(m.value.wide);
+                    let params = if r.chain.is_empty() || !named {
                         Vec::new()
                     } else {
                         m.params

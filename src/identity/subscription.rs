@@ -431,12 +431,35 @@ impl SubscriptionIndex {
         request: &mut http::request::Parts,
     ) -> Result<Option<Arc<Caller>>, Denial> {
         let from_query = remove_query_param(&mut request.uri, &names.query);
-        let verdict = match header_key(&request.headers, &names.header).or(from_query.as_deref()) {
+        let from_header = take_header(&mut request.headers, &names.header);
+        let presented = match &from_header {
+            Some(Taken::One(v)) => Some(v.to_str().unwrap_or(MALFORMED)),
+            Some(Taken::Several) => Some(MALFORMED),
+            None => from_query.as_deref(),
+        };
+        match presented {
             None if !access.required => Ok(None),
             presented => self.check(access, presented).map(Some),
-        };
-        request.headers.remove(&names.header);
-        verdict
+        }
+    }
+}
+
+/// What `take_header` found.
+enum Taken {
+    One(HeaderValue),
+    /// Sent more than once: not a key (reads as an invalid one, like a non-UTF-8 value).
+    Several,
+}
+
+/// Removes every `name` field from `headers` in the same lookup that reads it.
+fn take_header(headers: &mut HeaderMap, name: &HeaderName) -> Option<Taken> {
+    match headers.entry(name) {
+        http::header::Entry::Vacant(_) => None,
+        http::header::Entry::Occupied(e) => {
+            let (_, mut values) = e.remove_entry_mult();
+            let first = values.next()?;
+            Some(if values.next().is_some() { Taken::Several } else { Taken::One(first) })
+        }
     }
 }
 

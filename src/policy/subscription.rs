@@ -160,5 +160,12 @@ mod tests {
         assert_eq!((&*caller.subscription_id, caller.product.as_deref()), (sub.id.as_str(), Some("starter")));
         assert!(!x.request.headers.contains_key("ocp-apim-subscription-key"));
         assert_eq!(x.request.uri, "/orders?a=1");
+        // The same valid key sent twice is no key: refused as invalid, and neither copy goes on.
+        let mut twice = exchange("/orders", Some(key.expose()));
+        let value = HeaderValue::from_str(key.expose()).expect("value");
+        twice.request.headers.append("ocp-apim-subscription-key", value);
+        let Flow::Reject(p) = run_section(&mut twice, Stage::Inbound, &chain).await else { panic!("accepted") };
+        assert_eq!(p.kind, Denial::Invalid.kind());
+        assert!(!twice.request.headers.contains_key("ocp-apim-subscription-key"));
     }
 }

@@ -30,6 +30,8 @@ pub struct Entry {
     pub key: Arc<VerifyKey>,
     /// Unix seconds after which the entry is dropped.
     pub until: u64,
+    /// The claims' times, for the per-request clock checks.
+    pub times: super::claims::Times,
 }
 
 /// The digest is already uniformly random: its first 8 bytes are the hash.
@@ -121,7 +123,7 @@ mod tests {
 
     fn entry(until: u64) -> Entry {
         let key = Arc::new(VerifyKey::hmac(&[7u8; 32], AlgSet::HMAC));
-        Entry { claims: Arc::new(Value::Null), key, until }
+        Entry { claims: Arc::new(Value::Null), key, until, times: Default::default() }
     }
 
     #[test]

@@ -73,20 +73,44 @@ pub fn claim_values<'a>(name: &str, value: &'a Value) -> Box<dyn Iterator<Item =
 
 /// `exp`, `nbf`, `iat` against `now` (Unix seconds) with `skew` seconds of tolerance.
 pub fn check_times(claims: &Map<String, Value>, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
-    let time = |name: &str| claims.get(name).and_then(Value::as_f64);
+    Times::of(claims).check(now, skew, require_exp)
+}
+
+/// A token's `exp`, `nbf` and `iat`, read once when it is verified: a cached token is judged
+/// against the clock on every request without looking its claims up again.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Times {
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+}
+
+impl Times {
+    pub fn of(claims: &Map<String, Value>) -> Times {
+        let time = |name: &str| claims.get(name).and_then(Value::as_f64);
+        Times { exp: time("exp"), nbf: time("nbf"), iat: time("iat") }
+    }
+
+    /// See `check_times`.
+    pub fn check(self, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
+        check_times_of(self, now, skew, require_exp)
+    }
+}
+
+fn check_times_of(t: Times, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
     let now = now as f64;
     let skew = skew as f64;
-    match time("exp") {
+    match t.exp {
         Some(exp) if now >= exp + skew => return Err(Invalid::Expired),
         None if require_exp => return Err(Invalid::NoExpiry),
         _ => {}
     }
-    if let Some(nbf) = time("nbf") {
+    if let Some(nbf) = t.nbf {
         if now + skew < nbf {
             return Err(Invalid::NotYetValid);
         }
     }
-    if let Some(iat) = time("iat") {
+    if let Some(iat) = t.iat {
         if now + skew < iat {
             return Err(Invalid::IssuedInFuture);
         }

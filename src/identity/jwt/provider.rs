@@ -204,7 +204,8 @@ impl Provider {
                     Some(_) => 0,
                     None => now + cache::NO_EXP_TTL,
                 };
-                let entry = Entry { claims: Arc::new(Value::Object(claims)), key: key.clone(), until };
+                let times = super::claims::Times::of(&claims);
+                let entry = Entry { claims: Arc::new(Value::Object(claims)), key: key.clone(), until, times };
                 self.cache.insert(digest, entry.clone(), now);
                 return Check::Verified(entry);
             }

@@ -174,6 +174,11 @@ fn a_cached_token_skips_the_signature_but_not_the_claim_checks() {
     let second = now_result(&v, &t, now).expect("valid again");
     assert!(Arc::ptr_eq(&first, &second), "the second answer comes from the cache");
     assert_eq!(now_result(&v, &t, now + 120), Err(Rejection::Invalid(Invalid::Expired)));
+    // Times are judged against the clock of each request, also for a cached token.
+    let later = k.sign(json!({}), &json!({ "iss": ISS, "aud": AUD, "nbf": now + 300, "exp": now + 600 }));
+    assert_eq!(now_result(&v, &later, now), Err(Rejection::Invalid(Invalid::NotYetValid)));
+    assert!(now_result(&v, &later, now + 400).is_ok(), "valid once nbf has passed");
+    assert_eq!(now_result(&v, &later, now + 700), Err(Rejection::Invalid(Invalid::Expired)));
     // Another policy with another audience does not inherit the first one's verdict.
     let mut other = validator(&inline(&[&k], ""), &registry);
     other.audiences = vec!["api://payments".into()];

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::cache::Entry;
 use super::claims::{self, ClaimRule};
 use super::provider::Check;
 use super::{Invalid, Provider};
@@ -47,7 +48,7 @@ impl Validator {
     pub fn validate_now(&self, token: &str, now: u64) -> Quick {
         self.provider.ensure_started();
         match self.provider.check(token, now) {
-            Check::Verified(entry) => Quick::Done(self.rules(entry.claims, now)),
+            Check::Verified(entry) => Quick::Done(self.rules(entry, now)),
             Check::Failed(i) => Quick::Done(Err(i.into())),
             Check::NeedKeys(_) => Quick::Wait,
         }
@@ -56,14 +57,15 @@ impl Validator {
     /// The full validation, refetching keys when the token names an unknown `kid`.
     pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Value>, Rejection> {
         let entry = self.provider.verify(token, now).await?;
-        self.rules(entry.claims, now)
+        self.rules(entry, now)
     }
 
-    fn rules(&self, claims: Arc<Value>, now: u64) -> Result<Arc<Value>, Rejection> {
+    fn rules(&self, entry: Entry, now: u64) -> Result<Arc<Value>, Rejection> {
+        let claims = entry.claims;
         let Some(map) = claims.as_object() else {
             return Err(Invalid::Malformed.into());
         };
-        claims::check_times(map, now, self.clock_skew, self.require_expiration_time)?;
+        entry.times.check(now, self.clock_skew, self.require_expiration_time)?;
         if self.issuers.is_empty() {
             if let Some(iss) = self.provider.issuer() {
                 claims::check_issuer(map, &[iss.as_str()])?;
