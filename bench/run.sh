@@ -26,7 +26,11 @@ IDLE_HOLD=${IDLE_HOLD:-5}       # idle-10k: seconds they are held (RSS sampled a
 PROXY_CPU=${PROXY_CPU:-0}       # proxy under test
 LOAD_CPU=${LOAD_CPU:-1}         # wrk + origin
 NICE=${NICE:-0}                 # e.g. -10 (root): run proxy, origin and wrk at that priority
-GATEHOUSE_BIN=${GATEHOUSE_BIN:-${CARGO_TARGET_DIR:-target}/release/gatehouse}
+# The `dist` profile's build (what is deployed) when there is one, else the release build.
+if [[ -z ${GATEHOUSE_BIN:-} ]]; then
+  GATEHOUSE_BIN=${CARGO_TARGET_DIR:-target}/dist/gatehouse
+  [[ -x $GATEHOUSE_BIN ]] || GATEHOUSE_BIN=${CARGO_TARGET_DIR:-target}/release/gatehouse
+fi
 RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/results}
 
 # shellcheck source=SCRIPTDIR/lib/common.sh
