@@ -13,8 +13,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +35,7 @@ pub struct Active {
     /// Headers the access-log format prints, copied per request (only these).
     pub log_request_headers: Vec<HeaderName>,
     pub log_response_headers: Vec<HeaderName>,
-    pub http: Arc<auto::Builder<TokioExecutor>>,
+    pub http: Arc<listener::HttpBuilders>,
     pub observe: Arc<Observe>,
 }
 

@@ -766,6 +766,43 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(log.contains("draining in-flight requests") && log.contains("Stopped."), "{log}");
 }
 
+/// Idle keep-alive connections do not hold up the drain: one parked by the guard (idle past its
+/// 250 ms park delay, no hyper connection left) and one still with hyper are both closed at
+/// once, with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = backend(Duration::ZERO).await;
+    let dir = ConfigDir::new(&Cfg::new(b.addr).yaml());
+    let (mut p, addr) = start(&dir, &[]).await;
+    async fn served(addr: SocketAddr) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/x HTTP/1.1\r\nHost: gw.test\r\n\r\n").await.expect("send");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("hello from the backend") {
+            let n = tokio::time::timeout(SOON, s.read(&mut chunk)).await.expect("timely").expect("read");
+            assert!(n > 0, "closed before the response: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        s
+    }
+    let mut parked = served(addr).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut fresh = served(addr).await;
+    let signalled = Instant::now();
+    p.signal(libc::SIGTERM);
+    for s in [&mut parked, &mut fresh] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "not closed with nothing written: {read:?} {rest:?}");
+    }
+    let status = p.wait_exit(SOON).await.expect("exits after draining");
+    assert_eq!(status.code(), Some(0), "{}", p.stderr_text());
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+}
+
 /// Waits (bounded) until the backend has received a request.
 async fn wait_for_first_hit(hits: &std::sync::atomic::AtomicUsize) {
     let deadline = Instant::now() + SOON;

@@ -7,24 +7,30 @@
 
 pub mod tls;
 
+mod lent;
+
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::guard::{ConnShared, GuardLimits, H1Guard};
+use crate::edge::guard::{ConnShared, H1Guard, Wake};
 use crate::proxy::{self, ConnInfo};
 use crate::server::Gateway;
 use crate::snapshot::Snapshot;
+use lent::Lent;
 
 /// A running listener.
 pub struct RunningListener {
@@ -62,11 +68,17 @@ impl RunningListener {
 /// hyper's `DEFAULT_MAX_HEADERS` (its on-stack parse arrays).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// The hyper connection builder for a snapshot's limits.
-pub fn http_builder(s: &Snapshot) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1 and HTTP/2 connection builders for a snapshot's limits. The framing guard
+/// tells which one a connection needs (TLS ALPN, or the client's first bytes).
+pub struct HttpBuilders {
+    pub h1: http1::Builder,
+    pub h2: http2::Builder<TokioExecutor>,
+}
+
+/// The hyper connection builders for a snapshot's limits.
+pub fn http_builder(s: &Snapshot) -> HttpBuilders {
     let l = &s.edge.limits;
-    let mut h1 = b.http1();
+    let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         // The guard owns the header deadline (408) and the idle timeout; hyper's own 30 s
         // default would otherwise close idle keep-alive connections regardless of the config.
@@ -81,8 +93,8 @@ pub fn http_builder(s: &Snapshot) -> auto::Builder<TokioExecutor> {
     if l.headers > HYPER_DEFAULT_MAX_HEADERS {
         h1.max_headers(l.headers + 1);
     }
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(s.edge.h2_max_streams)
         .max_header_list_size(l.header_bytes as u32)
         .max_pending_accept_reset_streams(Some(50))
@@ -91,7 +103,7 @@ pub fn http_builder(s: &Snapshot) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(1024 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
+    HttpBuilders { h1, h2 }
 }
 
 async fn accept_loop(
@@ -122,14 +134,19 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let tls_config = tls.load_full();
-        let watcher = graceful.watcher();
-        let stop_conn = stop.clone();
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            serve_connection(gw, stream, peer, local_port, tls_config, watcher, stop_conn).await;
-            drop(permit);
-        });
+        let conn = Accepted {
+            gw: gw.clone(),
+            peer,
+            local_port,
+            _watcher: graceful.watcher(),
+            stop: stop.clone(),
+            _permit: permit,
+        };
+        // Separate tasks: a plain connection's task is not sized by the TLS handshake's state.
+        match tls.load_full() {
+            None => drop(tokio::spawn(run_http(conn, stream, false, false))),
+            Some(cfg) => drop(tokio::spawn(serve_tls(conn, stream, cfg))),
+        }
     }
     drop(listener);
     // Connections drain on `stop` (see `run_http`), whichever way the loop ended.
@@ -140,89 +157,121 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
+/// One accepted connection's context; dropping it releases the connection's slot.
+struct Accepted {
     gw: Arc<Gateway>,
-    stream: TcpStream,
     peer: SocketAddr,
     local_port: u16,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    // Held, not used to watch: the listener's drain waits for this connection while it lives.
+    _watcher: hyper_util::server::graceful::Watcher,
     stop: CancellationToken,
-) {
-    let active = gw.active();
-    let limits: GuardLimits = active.snapshot.edge.limits.clone();
-    let shared = Arc::new(ConnShared::default());
-    let hook = active.reject_hook(peer, local_port);
-    match tls {
-        None => {
-            let io = H1Guard::new(stream, limits, shared.clone(), hook, false);
-            run_http(gw, active, io, peer, local_port, false, shared, watcher, stop).await;
-        }
-        Some(cfg) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
-            let Ok(Ok(tls_stream)) = handshake else {
-                return;
-            };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = H1Guard::new(tls_stream, limits, shared.clone(), hook, h2);
-            run_http(gw, active, io, peer, local_port, true, shared, watcher, stop).await;
-        }
-    }
+    _permit: OwnedSemaphorePermit,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_http<S>(
-    gw: Arc<Gateway>,
-    active: Arc<crate::server::Active>,
-    io: H1Guard<S>,
-    peer: SocketAddr,
-    local_port: u16,
-    tls: bool,
-    shared: Arc<ConnShared>,
-    watcher: hyper_util::server::graceful::Watcher,
-    stop: CancellationToken,
-) where
+async fn serve_tls(conn: Accepted, stream: TcpStream, cfg: Arc<rustls::ServerConfig>) {
+    let header_timeout = conn.gw.active().snapshot.edge.limits.header_timeout;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
+    let Ok(Ok(tls_stream)) = handshake else {
+        return;
+    };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    run_http(conn, tls_stream, true, h2).await;
+}
+
+/// Serves one connection: the guard waits for the client's first bytes, then hyper serves it
+/// (HTTP/2 until it ends). An HTTP/1 connection whose client goes idle between requests is
+/// parked: hyper's connection ends, freeing its read and write buffers (16 KiB and more per
+/// connection), and a new one starts when the client sends its next request.
+async fn run_http<S>(conn: Accepted, stream: S, tls: bool, alpn_h2: bool)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo::new(peer, local_port, tls, shared));
-    let builder = active.http.clone();
-    let active_max_requests = active.snapshot.edge.max_requests_per_connection;
+    let Accepted { gw, peer, local_port, stop, .. } = &conn;
+    let active = gw.active();
+    let shared = Arc::new(ConnShared::default());
+    let hook = active.reject_hook(*peer, *local_port);
+    let mut io = H1Guard::new(stream, active.snapshot.edge.limits.clone(), shared.clone(), hook, alpn_h2);
+    io.set_parking(true);
+    let info = Arc::new(ConnInfo::new(*peer, *local_port, tls, shared));
+    let builders = active.http.clone();
+    let max_requests = active.snapshot.edge.max_requests_per_connection;
     drop(active);
     // Each request reads the snapshot that is active when it arrives: keep-alive connections
     // pick up a reload at their next request, in-flight requests finish on the old one.
     let served = AtomicU64::new(0);
-    let max_requests = active_max_requests;
-    let goaway = CancellationToken::new();
-    let svc = {
-        let goaway = goaway.clone();
-        service_fn(move |req| {
-            // `edge.limits.max_requests_per_connection` (nginx `keepalive_requests`, HAProxy
-            // `max-total-streams`) bounds a Rapid Reset paced below hyper's pending-accept reset
-            // limit: after the GOAWAY hyper accepts no more streams, so a peer that keeps opening
-            // and resetting them is closed with ENHANCE_YOUR_CALM.
-            if served.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
-                goaway.cancel();
-            }
-            proxy::handle(gw.active(), info.clone(), req)
-        })
-    };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
-    let mut conn = std::pin::pin!(conn);
-    // Held, not used to watch: the listener's drain waits for this connection while it lives.
-    let _watcher = watcher;
-    let mut told = false;
+    let goaway = AtomicBool::new(false);
+    let svc = service_fn(|req| {
+        // `edge.limits.max_requests_per_connection` (nginx `keepalive_requests`, HAProxy
+        // `max-total-streams`) bounds a Rapid Reset paced below hyper's pending-accept reset
+        // limit: after the GOAWAY hyper accepts no more streams, so a peer that keeps opening
+        // and resetting them is closed with ENHANCE_YOUR_CALM.
+        if served.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
+            goaway.store(true, Ordering::Relaxed);
+        }
+        proxy::handle(gw.active(), info.clone(), req)
+    });
     loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = goaway.cancelled(), if !told => {
-                told = true;
-                conn.as_mut().graceful_shutdown();
+        let wake = tokio::select! {
+            w = std::future::poll_fn(|cx| io.poll_wake(cx)) => w,
+            // Nothing is owed to an idle client: close, as hyper's graceful shutdown does.
+            _ = stop.cancelled() => return,
+        };
+        match wake {
+            Ok(Wake::Http1) => {}
+            Ok(Wake::Http2) => {
+                let conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), &svc));
+                drive(conn, stop, &goaway, |c| c.as_mut().graceful_shutdown()).await;
+                return;
             }
-            _ = stop.cancelled(), if !told => {
-                told = true;
-                conn.as_mut().graceful_shutdown();
+            Ok(Wake::Close) => {
+                // Writes a queued refusal (408, 400, ...) first.
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                return;
             }
+            Err(_) => return,
+        }
+        let (lent, mut back) = Lent::new(io);
+        // Boxed so that a parked connection's task holds none of it.
+        let conn = Box::pin(builders.h1.serve_connection(TokioIo::new(lent), &svc).with_upgrades());
+        let told = drive(conn, stop, &goaway, |c| c.as_mut().graceful_shutdown()).await;
+        // Back only if the guard parked it; otherwise the connection has ended, or upgraded and
+        // the guard lives on in the upgraded stream.
+        match back.try_recv() {
+            Ok(guard) if !told => io = guard,
+            _ => return,
         }
     }
+}
+
+/// Polls a hyper connection to its end, asking it to finish gracefully once the listener stops
+/// or the connection has served its maximum number of requests. True if it was asked.
+async fn drive<C>(
+    mut conn: Pin<Box<C>>,
+    stop: &CancellationToken,
+    goaway: &AtomicBool,
+    graceful: impl Fn(&mut Pin<Box<C>>),
+) -> bool
+where
+    C: Future,
+{
+    let mut stopping = std::pin::pin!(stop.cancelled());
+    let mut told = false;
+    std::future::poll_fn(|cx| loop {
+        if conn.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if told {
+            return Poll::Pending;
+        }
+        // The service sets `goaway` while hyper polls it, so it is checked after each poll.
+        if goaway.load(Ordering::Relaxed) || stopping.as_mut().poll(cx).is_ready() {
+            told = true;
+            graceful(&mut conn);
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await;
+    told
 }

@@ -330,3 +330,62 @@ async fn max_connections_holds_a_third_connection_until_one_closes() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(b.count(), 4);
 }
+
+/// A keep-alive connection idle for longer than the guard's park delay (250 ms) lets go of
+/// hyper's connection and buffers, and picks up where it was when the client sends again:
+/// pipelined requests are answered in order, the header deadline and the framing checks hold
+/// as on a connection that never paused, and the idle timeout still counts from the last
+/// response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_keep_alive_connection_resumes_as_before() {
+    const PARKED: Duration = Duration::from_millis(400);
+    let b = backend().await;
+    let g = gateway(&limits_config(b.addr, "header_timeout: 600ms, idle_timeout: 1500ms")).await;
+    let mut c = Conn::open(g.addr).await;
+    c.send(b"GET /api/one HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a response").text(), "backend saw GET /one");
+    tokio::time::sleep(PARKED).await;
+    c.send(b"GET /api/two HTTP/1.1\r\nHost: gw.test\r\n\r\nGET /api/three HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("the first pipelined response").text(), "backend saw GET /two");
+    assert_eq!(c.response(WAIT).await.expect("the second pipelined response").text(), "backend saw GET /three");
+    // A head split across the pause and what follows it.
+    tokio::time::sleep(PARKED).await;
+    c.send(b"GET /api/four HTTP/1.1\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.send(b"Host: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a response").text(), "backend saw GET /four");
+    // A head that stalls after a pause gets its 408 from the header deadline.
+    tokio::time::sleep(PARKED).await;
+    let started = Instant::now();
+    c.send(b"GET /api/stalled HTTP/1.1\r\n").await;
+    let r = c.response(Duration::from_secs(3)).await.expect("a 408");
+    r.check_problem(&[408]).unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(1500), "408 after {took:?}");
+    assert!(c.closed_within(WAIT).await, "the connection stayed open after 408");
+
+    // Ambiguous framing after a pause: refused, closed, never forwarded.
+    let mut c = Conn::open(g.addr).await;
+    c.send(b"GET /api/five HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a response").status, 200);
+    tokio::time::sleep(PARKED).await;
+    c.send(b"POST /api/smuggle HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await;
+    let r = c.response(WAIT).await.expect("a 400");
+    r.check_problem(&[400]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.closed_within(WAIT).await, "the connection stayed open after 400");
+
+    // Parked, the idle timeout still closes the connection, quietly.
+    let mut c = Conn::open(g.addr).await;
+    c.send(b"GET /api/six HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.expect("a response").status, 200);
+    let idle_from = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(3)).await, "the idle connection was not closed");
+    let took = idle_from.elapsed();
+    assert!(took >= Duration::from_millis(1400), "closed after {took:?}");
+    assert!(c.leftover().is_empty(), "an idle close writes nothing: {:?}", c.leftover());
+
+    settle().await;
+    let uris: Vec<String> = b.requests().into_iter().map(|s| s.uri).collect();
+    assert_eq!(uris, ["/one", "/two", "/three", "/four", "/five", "/six"]);
+}

@@ -1,4 +1,4 @@
-//! Unit tests of the guard's head and chunk judges.
+//! Unit tests of the guard's head and chunk judges, and of parking.
 
 use super::head::{judge_chunk, judge_head};
 use super::*;
@@ -83,4 +83,70 @@ fn chunk_verdicts() {
     assert!(ok("5;\nx\r\nhello\r\n").is_err());
     assert!(ok("0\r\nContent-Length: 5\r\n\r\n").is_err());
     assert_eq!(ok("5\r\nhel"), Ok((6, State::Chunked(Chunk::Data(2)))));
+}
+
+async fn wake(g: &mut H1Guard<tokio::io::DuplexStream>) -> Wake {
+    let fut = std::future::poll_fn(|cx| g.poll_wake(cx));
+    tokio::time::timeout(Duration::from_secs(2), fut).await.expect("timely").expect("wake")
+}
+
+/// Parking (`set_parking`): a busy connection is never parked; an idle one ends hyper's reads
+/// with EOF after `PARK_AFTER` while the socket stays open (hyper's shutdown is not passed on);
+/// `poll_wake` then reports the next request, or the end of the connection with a refusal
+/// written by the guard's own shutdown.
+#[tokio::test]
+async fn an_idle_connection_parks_and_wakes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(4096);
+    let shared = Arc::new(ConnShared::default());
+    let mut g = H1Guard::new(server, limits(), shared.clone(), None, false);
+    g.set_parking(true);
+    let first = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
+    client.write_all(first).await.expect("send");
+    assert_eq!(wake(&mut g).await, Wake::Http1);
+    assert!(!g.is_parked());
+    let mut buf = [0u8; 512];
+    let n = g.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], first);
+
+    // In flight: hyper's read just waits, however long.
+    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    assert!(tokio::time::timeout(PARK_AFTER * 2, g.read(&mut buf)).await.is_err(), "a busy connection parked");
+    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    g.write_all(answer).await.expect("write");
+    g.flush().await.expect("flush");
+    let idle_from = Instant::now();
+    let n =
+        tokio::time::timeout(Duration::from_secs(2), g.read(&mut buf)).await.expect("parked in time").expect("read");
+    assert_eq!(n, 0, "parking reads as EOF");
+    assert!(g.is_parked());
+    assert!(idle_from.elapsed() + Duration::from_millis(20) >= PARK_AFTER, "parked after {:?}", idle_from.elapsed());
+    g.shutdown().await.expect("hyper's shutdown");
+    let n = client.read(&mut buf).await.expect("client read");
+    assert_eq!(&buf[..n], answer);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf)).await.is_err(),
+        "the socket was shut down while parked"
+    );
+
+    // The next request wakes the parked connection; a refused one closes it with the refusal.
+    let second = b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    client.write_all(second).await.expect("send");
+    assert_eq!(wake(&mut g).await, Wake::Http1);
+    let n = g.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], second);
+    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    g.flush().await.expect("flush");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(2), g.read(&mut buf)).await.expect("parked").expect("read"), 0);
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("send");
+    assert_eq!(wake(&mut g).await, Wake::Close);
+    g.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.expect("client read");
+    assert!(rest.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&rest));
 }
