@@ -70,7 +70,12 @@ pub struct Second {
 
 impl Recent {
     pub fn record(&self, f: &RequestFacts) {
-        let now = now_s();
+        self.record_in_second(now_s(), f);
+    }
+
+    /// [`Recent::record`] for a request that ended in second `now` (Unix seconds): the
+    /// caller's clock reading, shared with the analytics.
+    pub fn record_in_second(&self, now: u64, f: &RequestFacts) {
         let slot = &self.slots[(now % WINDOW as u64) as usize];
         let seen = slot.second.load(Ordering::Relaxed);
         if seen != now && slot.second.compare_exchange(seen, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {

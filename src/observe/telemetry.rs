@@ -215,18 +215,27 @@ impl Observe {
 }
 
 impl Pending {
-    /// Records the request, which ended at `now`.
-    pub(super) fn done(&mut self, bytes_sent: u64, now: Instant) {
+    /// When the request arrived (its duration counts from it).
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records the request, which ended `duration` after it [started](Pending::started).
+    pub(super) fn done(&mut self, bytes_sent: u64, duration: std::time::Duration) {
         self.facts.bytes_sent = bytes_sent;
-        self.facts.duration = now.saturating_duration_since(self.started);
+        self.facts.duration = duration;
         let telemetry = &self.observe.telemetry;
-        if self.observe.spec.metrics {
+        let (metrics, analytics) = (self.observe.spec.metrics, self.observe.spec.analytics.enabled);
+        // One wall-clock reading for the dashboard's second and the analytics' minute.
+        let now_s = (metrics || analytics)
+            .then(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        if let (true, Some(now_s)) = (metrics, now_s) {
             telemetry.metrics.record(&self.facts);
-            telemetry.recent.record(&self.facts);
+            telemetry.recent.record_in_second(now_s, &self.facts);
         }
-        if self.observe.spec.analytics.enabled {
+        if let (true, Some(now_s)) = (analytics, now_s) {
             let series = telemetry.metrics.route_series(self.facts.route.as_ref());
-            telemetry.analytics.record(series, &self.facts);
+            telemetry.analytics.record_in_second(now_s, series, &self.facts);
         }
         if let (Some(tracer), Some(span)) = (&self.observe.tracer, &self.span) {
             tracer.end(span, &self.facts);

@@ -140,6 +140,7 @@ pub(super) fn text(out: &mut Vec<u8>, value: Option<&[u8]>, json: bool) {
     }
 }
 
+#[inline]
 pub(super) fn num(out: &mut Vec<u8>, n: u64) {
     // Statuses, ports and small sizes take the short paths: fixed-size writes, no copy call.
     let d = |k: u64| b'0' + (n / k % 10) as u8;
@@ -165,12 +166,26 @@ pub(super) fn num(out: &mut Vec<u8>, n: u64) {
 pub(super) fn ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            num(out, a.into());
-            for o in [b, c, d] {
-                out.push(b'.');
-                num(out, o.into());
+            // Into a local buffer, then one copy: a push per byte costs a capacity check each.
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if o >= 100 {
+                    buf[len] = b'0' + o / 100;
+                    len += 1;
+                }
+                if o >= 10 {
+                    buf[len] = b'0' + o / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + o % 10;
+                len += 1;
             }
+            out.extend_from_slice(&buf[..len]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}"); // writing to a Vec cannot fail
@@ -332,6 +347,10 @@ fn param_is(raw: &[u8], want: &str) -> bool {
 #[derive(Clone, Copy)]
 pub(super) struct Stamp {
     secs: u64,
+    /// The second, `[from, until)`: a time is checked against it without the conversion to
+    /// seconds since the epoch.
+    from: SystemTime,
+    until: SystemTime,
     /// `10/Oct/2000:13:55:36 +0000`
     pub(super) clf: [u8; 26],
     /// `2000-10-10T13:55:36`
@@ -362,12 +381,25 @@ pub(super) fn stamp(t: SystemTime) -> (Stamp, u32) {
     let (year, month, day) = dt.to_calendar_date();
     let (h, m, s) = dt.to_hms();
     let mon = MONTHS[usize::from(u8::from(month) - 1) % 12];
-    let mut stamp = Stamp { secs, clf: [b' '; 26], rfc: [b' '; 19] };
+    // `t` is at least `from`, so both are representable, save `until` at the end of time
+    // (then the range is empty and every call formats).
+    let from = UNIX_EPOCH.checked_add(Duration::from_secs(secs)).unwrap_or(UNIX_EPOCH);
+    let until = from.checked_add(Duration::from_secs(1)).unwrap_or(from);
+    let mut stamp = Stamp { secs, from, until, clf: [b' '; 26], rfc: [b' '; 19] };
     // Fixed widths: both fit exactly, and writing to a slice cannot fail otherwise.
     let _ = write!(&mut stamp.clf[..], "{day:02}/{mon}/{year:04}:{h:02}:{m:02}:{s:02} +0000");
     let _ = write!(&mut stamp.rfc[..], "{year:04}-{:02}-{day:02}T{h:02}:{m:02}:{s:02}", u8::from(month));
     let _ = STAMP.try_with(|c| c.set(Some(stamp)));
     (stamp, ms)
+}
+
+/// `%t`'s text: `10/Oct/2000:13:55:36 +0000` (UTC), from the thread's formatted second when
+/// `t` is in it.
+pub(super) fn clf(t: SystemTime) -> [u8; 26] {
+    match STAMP.try_with(Cell::get).ok().flatten() {
+        Some(cached) if cached.from <= t && t < cached.until => cached.clf,
+        _ => stamp(t).0.clf,
+    }
 }
 
 /// `2000-10-10T13:55:36.123Z` (UTC).

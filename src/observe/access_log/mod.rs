@@ -38,10 +38,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
 use http::{Method, Version};
-use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
-use format::{apache_query, bytes, escape, host, ip, micros, num, protocol, stamp, text, write_header, write_json};
+use format::{apache_query, bytes, clf, escape, host, ip, micros, num, protocol, text, write_header, write_json};
 use format::{FieldFn, FIELDS};
 
 use crate::route::Route;
@@ -119,8 +118,6 @@ pub struct LogRecord {
 
 impl Default for LogRecord {
     fn default() -> Self {
-        let mut head = HeadText::default();
-        head.set_path("/");
         LogRecord {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_port: 0,
@@ -131,7 +128,7 @@ impl Default for LogRecord {
             status: 0,
             bytes_sent: 0,
             duration: Duration::ZERO,
-            head,
+            head: HeadText::default(),
             user: None,
             route: None,
             product: None,
@@ -148,6 +145,33 @@ impl Default for LogRecord {
 }
 
 impl LogRecord {
+    /// Makes the record equal to [`LogRecord::default`] again, keeping the head text's
+    /// buffers: a finished record is reused for a later request (see `observe::RequestTail`).
+    /// Field by field, as building a default and moving it in copies the whole record.
+    pub(crate) fn reset(&mut self) {
+        self.client_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        self.peer_port = 0;
+        self.local_port = 0;
+        self.time = UNIX_EPOCH;
+        self.method = Method::GET;
+        self.version = Version::HTTP_11;
+        self.status = 0;
+        self.bytes_sent = 0;
+        self.duration = Duration::ZERO;
+        self.head.clear();
+        self.user = None;
+        self.route = None;
+        self.product = None;
+        self.subscription = None;
+        self.backend = None;
+        self.layer = None;
+        self.policy = None;
+        self.upstream_status = None;
+        self.time_edge = Duration::ZERO;
+        self.time_policy = Duration::ZERO;
+        self.time_backend = None;
+    }
+
     /// The API's name, when the request was routed.
     pub fn api(&self) -> Option<&str> {
         self.route.as_deref().map(|r| r.api.name.as_str())
@@ -159,25 +183,27 @@ impl LogRecord {
     }
 }
 
-/// Bytes copied into a [`HeadText`], inline up to this many.
-const HEAD_INLINE: usize = 128;
+/// A reused [`HeadText`] whose buffer grew beyond this many bytes gives it back.
+const HEAD_KEEP: usize = 4096;
 
 /// Where one value lies in [`HeadText`]'s buffer.
 type Span = (u32, u32);
 
 /// The text of a request's (and its response's) head that a line prints: path, query, host,
-/// request id and the header values the format names. Copied into one buffer, inline when it
-/// fits (no allocation), rather than shared with the request: a shared slice would pin the
-/// connection's read buffer, which hyper then could not reuse for the next request.
+/// request id and the header values the format names. Copied into one buffer rather than
+/// shared with the request: a shared slice would pin the connection's read buffer, which hyper
+/// then could not reuse for the next request. Records are reused (see `observe::RequestTail`),
+/// so the buffer usually has room already and a copy is a plain `memcpy`.
 #[derive(Clone, Debug, Default)]
 pub struct HeadText {
-    bytes: SmallVec<[u8; HEAD_INLINE]>,
-    path: Span,
+    bytes: Vec<u8>,
+    /// `None`: `/`, the path of a record nobody set one for.
+    path: Option<Span>,
     query: Option<Span>,
     host: Option<Span>,
     request_id: Span,
     /// `(response, name, value)`, in the order added.
-    headers: SmallVec<[(bool, HeaderName, Span); 2]>,
+    headers: Vec<(bool, HeaderName, Span)>,
 }
 
 impl HeadText {
@@ -192,9 +218,27 @@ impl HeadText {
         self.bytes.get(a as usize..b as usize).unwrap_or_default()
     }
 
+    /// Back to empty (the path `/`), keeping the buffers unless a huge head grew them.
+    fn clear(&mut self) {
+        if self.bytes.capacity() > HEAD_KEEP {
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.clear();
+        }
+        self.path = None;
+        self.query = None;
+        self.host = None;
+        self.request_id = (0, 0);
+        if self.headers.capacity() > 16 {
+            self.headers = Vec::new();
+        } else {
+            self.headers.clear();
+        }
+    }
+
     /// `%U`: the path only.
     pub fn set_path(&mut self, path: &str) {
-        self.path = self.push(path.as_bytes());
+        self.path = Some(self.push(path.as_bytes()));
     }
 
     /// The query without its leading `?` (a leading `?` is tolerated); `%q` prints `?a=b`, or
@@ -234,7 +278,7 @@ impl HeadText {
     }
 
     pub fn path(&self) -> &[u8] {
-        self.get(self.path)
+        self.path.map_or(b"/", |s| self.get(s))
     }
 
     pub fn query(&self) -> Option<&[u8]> {
@@ -421,7 +465,7 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
         ('u', None) => |r, o, _| text(o, bytes(&r.user), false),
         ('t', None) => |r, o, _| {
             o.push(b'[');
-            o.extend_from_slice(&stamp(r.time).0.clf);
+            o.extend_from_slice(&clf(r.time));
             o.push(b']');
         },
         ('r', None) => |r, o, _| {

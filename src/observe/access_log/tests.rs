@@ -425,16 +425,31 @@ fn named_query_parameters_are_redacted_in_any_spelling() {
 }
 
 #[test]
-fn head_text_spills_beyond_its_inline_buffer() {
-    // Longer than the inline buffer: the same line, from the heap.
+fn a_reset_record_prints_as_a_new_one_and_keeps_a_small_buffer() {
+    let fmt = "%h %u %t \"%r\" %>s %b %D %v %{request_id}g %{Referer}i %{Content-Type}o %{api}g %{backend}g";
     let long = format!("/{}", "p".repeat(400));
-    let rec = LogRecord { head: head(&long, Some("a=1&b=2")), ..record() };
-    assert!(rec.head.bytes.spilled());
-    assert_eq!(
-        line("%U %q %v %{request_id}g %{Referer}i %{Content-Type}o", &rec),
-        format!("{long} ?a=1&b=2 api.example.com req-1 http://www.example.com/start.html image/gif\n")
-    );
-    assert!(!record().head.bytes.spilled());
+    let mut rec = LogRecord { head: head(&long, Some("a=1&b=2")), user: Some("alice".into()), ..record() };
+    assert!(line(fmt, &rec).contains(&long));
+    rec.reset();
+    assert_eq!(line(fmt, &rec), line(fmt, &LogRecord::default()));
+    assert!(rec.head.bytes.capacity() >= long.len());
+    // A huge head gives its buffer back rather than pinning it in a reused record.
+    rec.head.set_path(&"p".repeat(10_000));
+    rec.reset();
+    assert_eq!(rec.head.bytes.capacity(), 0);
+    assert_eq!(rec.head.path(), b"/");
+}
+
+#[test]
+fn the_cached_second_of_t_is_only_used_within_that_second() {
+    let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms);
+    let t = |time| line("%t", &LogRecord { time, ..record() });
+    assert_eq!(t(at(971_182_536, 0)), "[10/Oct/2000:12:55:36 +0000]\n");
+    assert_eq!(t(at(971_182_536, 999)), "[10/Oct/2000:12:55:36 +0000]\n");
+    assert_eq!(t(at(971_182_537, 0)), "[10/Oct/2000:12:55:37 +0000]\n");
+    assert_eq!(t(at(971_182_536, 500)), "[10/Oct/2000:12:55:36 +0000]\n");
+    assert_eq!(t(UNIX_EPOCH - Duration::from_millis(1)), "[01/Jan/1970:00:00:00 +0000]\n");
+    assert_eq!(t(UNIX_EPOCH), "[01/Jan/1970:00:00:00 +0000]\n");
 }
 
 #[test]

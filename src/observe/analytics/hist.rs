@@ -10,8 +10,36 @@ use std::time::Duration;
 /// Buckets: `i` holds durations in (2^((i-1)/4), 2^(i/4)] µs; 0 holds ≤ 1 µs; the last, the rest.
 pub const BUCKETS: u8 = 128;
 
-/// The bucket of a duration.
+/// The bucket of a duration: a search of [`THRESHOLDS_NS`] (a `log2` per request cost ~80
+/// instructions), with exactly the result of [`bucket_by_log`].
 pub fn bucket(d: Duration) -> u8 {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    // At most 127 thresholds, so the count fits.
+    THRESHOLDS_NS.partition_point(|t| *t <= ns) as u8
+}
+
+/// `THRESHOLDS_NS[i]`: the shortest duration, in nanoseconds, whose bucket is above `i`;
+/// found once by bisecting [`bucket_by_log`], which grows with the duration.
+static THRESHOLDS_NS: std::sync::LazyLock<[u64; BUCKETS as usize - 1]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|i| {
+        let above = |ns: u64| usize::from(bucket_by_log(Duration::from_nanos(ns))) > i;
+        let (mut lo, mut hi) = (0u64, u64::MAX);
+        // `above(hi)` holds (the last bucket takes everything from about an hour); find the
+        // first such `ns`.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if above(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    })
+});
+
+/// The definition of the buckets: four per doubling of the microseconds, bounds inclusive.
+fn bucket_by_log(d: Duration) -> u8 {
     let us = d.as_secs_f64() * 1e6;
     if us <= 1.0 {
         return 0;
@@ -126,6 +154,25 @@ mod tests {
             let truth = us as f64 / 1000.0;
             assert!((ms - truth).abs() / truth < 0.1, "{us} µs reported as {ms} ms");
         }
+    }
+
+    #[test]
+    fn the_table_gives_the_buckets_of_the_definition() {
+        let mut ns = 0u64;
+        while ns < 10_000_000_000_000 {
+            for n in [ns.saturating_sub(1), ns, ns + 1] {
+                let d = Duration::from_nanos(n);
+                assert_eq!(bucket(d), bucket_by_log(d), "{n} ns");
+            }
+            ns = ns * 21 / 20 + 1;
+        }
+        for &t in THRESHOLDS_NS.iter() {
+            for n in [t - 1, t, t + 1] {
+                let d = Duration::from_nanos(n);
+                assert_eq!(bucket(d), bucket_by_log(d), "{n} ns");
+            }
+        }
+        assert_eq!(bucket(Duration::MAX), BUCKETS - 1);
     }
 
     #[test]

@@ -200,6 +200,12 @@ impl Analytics {
         self.record_at(current_minute(), series, f);
     }
 
+    /// [`Analytics::record`] for a request that ended in second `now_s` (Unix seconds): the
+    /// caller's clock reading, shared with the dashboard.
+    pub fn record_in_second(&self, now_s: u64, series: &RouteSeries, f: &RequestFacts) {
+        self.record_at(i64::try_from(now_s - now_s % 60).unwrap_or(i64::MAX), series, f);
+    }
+
     pub(crate) fn record_at(&self, minute: i64, series: &RouteSeries, f: &RequestFacts) {
         let probe = Probe {
             api: &series.api,
@@ -209,9 +215,11 @@ impl Analytics {
             status: status_index(f.status) as u8,
             layer: layer_index(f.layer) as u8,
         };
+        // The series stands for its API and operation names: it is interned, one per name pair
+        // in the registry that lives as long as this aggregator, so equal names mean the same
+        // series (hashing its address instead of the two names saves most of the hashing).
         let hash = self.hasher.hash_one((
-            probe.api,
-            probe.operation,
+            std::ptr::from_ref(series) as usize,
             probe.product,
             probe.subscription,
             probe.status,
