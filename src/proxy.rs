@@ -31,6 +31,11 @@ use crate::server::Active;
 use crate::upstream::balance::Balance;
 use crate::upstream::Outbound;
 
+mod hop;
+
+use hop::is_upgrade;
+pub use hop::strip_hop_by_hop;
+
 /// What the proxy knows about the client connection.
 pub struct ConnInfo {
     pub peer: SocketAddr,
@@ -296,7 +301,7 @@ async fn serve(
     pipeline_boxed(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
 }
 
-type Answer<'a> =
+type PipelineFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a>>;
 
 /// `pipeline`, boxed in a plain function so its state never becomes part of `serve`'s.
@@ -311,7 +316,7 @@ fn pipeline_boxed<'a>(
     request_id: &'a HeaderValue,
     peer_trusted: bool,
     trace: &'a mut Trace,
-) -> Answer<'a> {
+) -> PipelineFuture<'a> {
     Box::pin(pipeline(active, conn, route, params, path, call, request_id, peer_trusted, trace))
 }
 
@@ -698,109 +703,4 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-}
-
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().split(|c| *c == b',').any(|t| trim(t).eq_ignore_ascii_case(b"upgrade")))
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(v.len());
-    let e = v.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
-    &v[s..e.max(s)]
-}
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop, as a bit each.
-fn hop_by_hop_bit(n: &HeaderName) -> u8 {
-    if n == header::CONNECTION {
-        1
-    } else if n == header::TE {
-        2
-    } else if n == header::TRAILER {
-        4
-    } else if n == header::TRANSFER_ENCODING {
-        8
-    } else if n == header::UPGRADE {
-        16
-    } else {
-        match n.as_str() {
-            "keep-alive" => 32,
-            "proxy-connection" => 64,
-            "http2-settings" => 128,
-            _ => 0,
-        }
-    }
-}
-
-/// RFC 9110 §7.6.1: hop-by-hop fields and every field the `Connection` header names are removed.
-/// Framing and Host are never removed this way: the gateway sets those itself. One pass over the
-/// field names records which are present, so the common cases (none, or `Connection:
-/// keep-alive` from a backend) cost no lookups by name and no allocation.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut present = 0u8;
-    for name in h.keys() {
-        present |= hop_by_hop_bit(name);
-    }
-    if present == 0 {
-        return;
-    }
-    if present & 1 != 0 {
-        // Remove the fields that Connection nominates, then Connection itself.
-        let nominated: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|c| *c == b','))
-            .map(trim)
-            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH && hop_by_hop_bit(n) == 0)
-            .collect();
-        h.remove(header::CONNECTION);
-        for name in nominated {
-            h.remove(name);
-        }
-    }
-    const BY_BIT: [(u8, HeaderName); 4] =
-        [(2, header::TE), (4, header::TRAILER), (8, header::TRANSFER_ENCODING), (16, header::UPGRADE)];
-    for (bit, name) in BY_BIT {
-        if present & bit != 0 {
-            h.remove(name);
-        }
-    }
-    for (bit, name) in [(32, "keep-alive"), (64, "proxy-connection"), (128, "http2-settings")] {
-        if present & bit != 0 {
-            h.remove(name);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_nominated_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret, host"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::HOST, HeaderValue::from_static("a"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        strip_hop_by_hop(&mut h);
-        assert!(h.get("x-secret").is_none());
-        assert!(h.get("keep-alive").is_none());
-        assert!(h.get(header::CONNECTION).is_none());
-        assert_eq!(h[header::HOST], "a");
-        assert_eq!(h[header::AUTHORIZATION], "Bearer x");
-    }
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("a.test:8080"), "a.test");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("a.test"), "a.test");
-    }
 }

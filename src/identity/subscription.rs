@@ -432,12 +432,7 @@ impl SubscriptionIndex {
     ) -> Result<Option<Arc<Caller>>, Denial> {
         let from_query = remove_query_param(&mut request.uri, &names.query);
         let from_header = take_header(&mut request.headers, &names.header);
-        let presented = match &from_header {
-            Some(Taken::One(v)) => Some(v.to_str().unwrap_or(MALFORMED)),
-            Some(Taken::Several) => Some(MALFORMED),
-            None => from_query.as_deref(),
-        };
-        match presented {
+        match from_header.as_ref().map(Taken::key).or(from_query.as_deref()) {
             None if !access.required => Ok(None),
             presented => self.check(access, presented).map(Some),
         }
@@ -449,6 +444,16 @@ enum Taken {
     One(HeaderValue),
     /// Sent more than once: not a key (reads as an invalid one, like a non-UTF-8 value).
     Several,
+}
+
+impl Taken {
+    /// The key as presented; [`MALFORMED`] for a repeated or non-UTF-8 field.
+    fn key(&self) -> &str {
+        match self {
+            Taken::One(v) => v.to_str().unwrap_or(MALFORMED),
+            Taken::Several => MALFORMED,
+        }
+    }
 }
 
 /// Removes every `name` field from `headers` in the same lookup that reads it.
@@ -466,16 +471,6 @@ fn take_header(headers: &mut HeaderMap, name: &HeaderName) -> Option<Taken> {
 /// Stands for a header value that cannot be a key (not UTF-8, or sent twice); fails the
 /// character check, so it reads as an invalid key rather than a missing one.
 const MALFORMED: &str = "\u{0}";
-
-/// The key in header `name`, if present.
-pub fn header_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return Some(MALFORMED);
-    }
-    Some(first.to_str().unwrap_or(MALFORMED))
-}
 
 /// Removes every `name=…` pair from the query of `uri` and returns the first value
 /// (percent-decoded). The URI is rebuilt only when the parameter is there.

@@ -155,22 +155,12 @@ fn answer(path: &str, next: Arc<Notify>) -> Response<Body> {
     r.expect("response")
 }
 
+/// `simple_config` (API `/api` → origin) with `compression` in `edge:`, plus `/off` with
+/// compression turned off and `/answer` answered at the gateway with compressible HTML.
 fn config(origin: SocketAddr, compression: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: main, bind: "127.0.0.1:0" }}
-edge:
-  access_log: {{ format: json, path: "{{log}}" }}
-{compression}
-backends:
-  b:
-    servers: [ {{ url: "http://{origin}" }} ]
-apis:
-  api:
-    path: /api
-    backend: b
-  off:
+    simple_config(origin, "", compression)
+        + &format!(
+            r#"  off:
     path: /off
     backend: b
     compression: false
@@ -180,8 +170,8 @@ apis:
       inbound:
         - return-response: {{ status: 200, headers: {{ content-type: text/html }}, body: "{html}" }}
 "#,
-        html = "<p>hello</p>".repeat(200)
-    )
+            html = "<p>hello</p>".repeat(200)
+        )
 }
 
 const ON: &str = "  compression: { algorithms: [br, gzip], min_size: 1KiB }";

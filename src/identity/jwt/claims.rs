@@ -71,11 +71,6 @@ pub fn claim_values<'a>(name: &str, value: &'a Value) -> Box<dyn Iterator<Item =
     }
 }
 
-/// `exp`, `nbf`, `iat` against `now` (Unix seconds) with `skew` seconds of tolerance.
-pub fn check_times(claims: &Map<String, Value>, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
-    Times::of(claims).check(now, skew, require_exp)
-}
-
 /// A token's `exp`, `nbf` and `iat`, read once when it is verified: a cached token is judged
 /// against the clock on every request without looking its claims up again.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -91,31 +86,23 @@ impl Times {
         Times { exp: time("exp"), nbf: time("nbf"), iat: time("iat") }
     }
 
-    /// See `check_times`.
+    /// `exp`, `nbf`, `iat` against `now` (Unix seconds) with `skew` seconds of tolerance.
     pub fn check(self, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
-        check_times_of(self, now, skew, require_exp)
-    }
-}
-
-fn check_times_of(t: Times, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
-    let now = now as f64;
-    let skew = skew as f64;
-    match t.exp {
-        Some(exp) if now >= exp + skew => return Err(Invalid::Expired),
-        None if require_exp => return Err(Invalid::NoExpiry),
-        _ => {}
-    }
-    if let Some(nbf) = t.nbf {
-        if now + skew < nbf {
+        let now = now as f64;
+        let skew = skew as f64;
+        match self.exp {
+            Some(exp) if now >= exp + skew => return Err(Invalid::Expired),
+            None if require_exp => return Err(Invalid::NoExpiry),
+            _ => {}
+        }
+        if self.nbf.is_some_and(|nbf| now + skew < nbf) {
             return Err(Invalid::NotYetValid);
         }
-    }
-    if let Some(iat) = t.iat {
-        if now + skew < iat {
+        if self.iat.is_some_and(|iat| now + skew < iat) {
             return Err(Invalid::IssuedInFuture);
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `iss` must equal one of `issuers` exactly (an empty list accepts any issuer).
@@ -152,6 +139,10 @@ pub fn check_audience(claims: &Map<String, Value>, audiences: &[Box<str>]) -> Re
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn check_times(claims: &Map<String, Value>, now: u64, skew: u64, require_exp: bool) -> Result<(), Invalid> {
+        Times::of(claims).check(now, skew, require_exp)
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {
