@@ -38,11 +38,33 @@ fn hex128(v: u128, out: &mut [u8; 32]) {
     }
 }
 
+/// Request ids a thread cuts from one chunk before it takes a fresh one.
+const IDS_PER_CHUNK: usize = 128;
+
+thread_local! {
+    /// The chunk this thread's request ids are cut from: a request then allocates nothing for
+    /// its id, and cloning it (response header, log, policies) is a reference count, not the
+    /// copy-on-first-clone of a value made from its own buffer.
+    static ID_CHUNK: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
 fn new_request_id_value() -> HeaderValue {
     let mut out = [0u8; 32];
     hex128(rand::random::<u128>(), &mut out);
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let cut = ID_CHUNK
+        .try_with(|chunk| {
+            let mut chunk = chunk.try_borrow_mut().ok()?;
+            if chunk.capacity() < out.len() {
+                // Reuses the old chunk in place once no id cut from it is alive any more.
+                chunk.reserve(out.len() * IDS_PER_CHUNK);
+            }
+            chunk.extend_from_slice(&out);
+            Some(chunk.split().freeze())
+        })
+        .ok()
+        .flatten();
+    let bytes = cut.unwrap_or_else(|| bytes::Bytes::copy_from_slice(&out));
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `edge.trusted_proxies`, compiled.
@@ -118,6 +140,9 @@ pub struct Peer {
     /// `for=ADDR;proto=SCHEME`, the start of this hop's `Forwarded` element.
     pub forwarded: String,
     pub tls: bool,
+    /// The last `Forwarded` value made for an untrusted request and the Host it names: a
+    /// connection's requests usually share their Host, so the value is made once, not per request.
+    last_forwarded: parking_lot::Mutex<Option<(Option<HeaderValue>, HeaderValue)>>,
 }
 
 impl Peer {
@@ -134,6 +159,7 @@ impl Peer {
             xff: HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded: format!("for={for_value};proto={proto}"),
             tls,
+            last_forwarded: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -148,7 +174,8 @@ pub struct Downstream<'a> {
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` for the backend. Inbound values survive
 /// only from a trusted peer, which the gateway then appends to (X-Forwarded-For, Forwarded).
-/// On the common path (untrusted client) this costs one allocation: the `Forwarded` value.
+/// On the common path (untrusted client, the same Host as the connection's last request) it
+/// allocates nothing: the `Forwarded` value is the connection's last one.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
     strip_spoofable(headers, d.peer_trusted);
     let peer = d.peer;
@@ -172,12 +199,33 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
             }
         }
     }
-    let host = d.host.and_then(|h| h.to_str().ok()).filter(|h| !h.contains(['"', '\\']));
     let prev = if d.peer_trusted { joined(headers, &FORWARDED) } else { None };
+    if prev.is_none() {
+        let value = {
+            let mut last = peer.last_forwarded.lock();
+            match &*last {
+                Some((host, value)) if host.as_ref() == d.host => value.clone(),
+                _ => {
+                    let value = forwarded_value(None, peer, d.host);
+                    *last = Some((d.host.cloned(), value.clone()));
+                    value
+                }
+            }
+        };
+        headers.insert(FORWARDED, value);
+        return;
+    }
+    headers.insert(FORWARDED, forwarded_value(prev.as_deref(), peer, d.host));
+}
+
+/// This hop's `Forwarded` element after `prev` (the trusted elements before it, if any);
+/// `for=unknown` when it cannot be a header value.
+fn forwarded_value(prev: Option<&str>, peer: &Peer, host: Option<&HeaderValue>) -> HeaderValue {
+    let host = host.and_then(|h| h.to_str().ok()).filter(|h| !h.contains(['"', '\\']));
     let mut element = String::with_capacity(
-        prev.as_ref().map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len),
+        prev.map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len),
     );
-    if let Some(prev) = &prev {
+    if let Some(prev) = prev {
         element.push_str(prev);
         element.push_str(", ");
     }
@@ -187,14 +235,7 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         element.push_str(h);
         element.push('"');
     }
-    match HeaderValue::from_maybe_shared(bytes::Bytes::from(element)) {
-        Ok(v) => {
-            headers.insert(FORWARDED, v);
-        }
-        Err(_) => {
-            headers.remove(FORWARDED);
-        }
-    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(element)).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
 }
 
 /// Client-address headers other proxies and frameworks believe (nginx `real_ip_header`, Akamai,

@@ -113,6 +113,8 @@ async fn an_idle_connection_parks_and_wakes() {
     shared.in_flight.fetch_add(1, Ordering::AcqRel);
     assert!(tokio::time::timeout(PARK_AFTER * 2, g.read(&mut buf)).await.is_err(), "a busy connection parked");
     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    // Until it parks, the connection keeps its read buffer for the next request.
+    assert!(g.core.buf.capacity() > 0, "a connection that may park dropped its read buffer");
     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
     g.write_all(answer).await.expect("write");
     g.flush().await.expect("flush");
@@ -121,6 +123,7 @@ async fn an_idle_connection_parks_and_wakes() {
         tokio::time::timeout(Duration::from_secs(2), g.read(&mut buf)).await.expect("parked in time").expect("read");
     assert_eq!(n, 0, "parking reads as EOF");
     assert!(g.is_parked());
+    assert_eq!(g.core.buf.capacity(), 0, "a parked connection holds no read buffer");
     assert!(idle_from.elapsed() + Duration::from_millis(20) >= PARK_AFTER, "parked after {:?}", idle_from.elapsed());
     g.shutdown().await.expect("hyper's shutdown");
     let n = client.read(&mut buf).await.expect("client read");
