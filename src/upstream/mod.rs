@@ -396,7 +396,8 @@ impl Backend {
     pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
         let Outbound { parts, body, rest, hash_key } = out;
         let parts_method = parts.method;
-        let now_s = self.registry.now_ms() / 1000;
+        let started_ms = self.registry.now_ms();
+        let now_s = started_ms / 1000;
         self.budget.on_request(now_s);
         let retryable = idempotent(&parts_method) && http_body::Body::is_end_stream(&body);
         // Headers are cloned per attempt only when another attempt is possible at all.
@@ -410,7 +411,8 @@ impl Backend {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let view = View(self, self.registry.now_ms());
+            // The clock read above serves the first attempt; a retry reads it again.
+            let view = View(self, if attempt == 1 { started_ms } else { self.registry.now_ms() });
             let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried[..tried_len]) else {
                 return Err(UpstreamError::NoHealthyServer);
             };

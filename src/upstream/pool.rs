@@ -68,12 +68,14 @@ impl Checkin {
         }
         let mut idle = self.slot.idle.lock();
         // Oldest first: drop those idle for too long (the backend has probably closed them).
+        // One clock read serves both the expiry check and the new entry's time.
+        let now = Instant::now();
         let timeout = self.slot.idle_timeout;
-        while idle.first().is_some_and(|c| c.since.elapsed() > timeout) {
+        while idle.first().is_some_and(|c| now.saturating_duration_since(c.since) > timeout) {
             idle.remove(0);
         }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender: self.sender, since: Instant::now() });
+            idle.push(Idle { sender: self.sender, since: now });
         }
     }
 }
