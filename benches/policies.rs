@@ -66,7 +66,10 @@ fn exchange() -> Exchange {
             metrics: Default::default(),
         }),
         vars: Vec::new(),
-        jwt: Some(Arc::new(serde_json::json!({ "sub": "alice" }))),
+        jwt: match serde_json::json!({ "sub": "alice" }) {
+            serde_json::Value::Object(m) => Some(Arc::new(gatehouse::identity::jwt::claims::Verified::new(m))),
+            _ => None,
+        },
         caller: None,
         backend: BackendPlan::default(),
         response: None,

@@ -99,7 +99,7 @@ impl Policy for Authorize {
     }
 
     fn run<'a>(&'a self, x: &'a mut Exchange) -> Step<'a> {
-        let Some(claims) = x.jwt.as_deref().and_then(Value::as_object) else {
+        let Some(claims) = x.jwt.as_deref().and_then(|v| v.map()) else {
             return Outcome::Reject(Box::new(missing_token())).into();
         };
         if let Some(rule) = &self.scopes {

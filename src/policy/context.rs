@@ -31,8 +31,15 @@ impl Context for Exchange {
             Name::Product => self.caller.as_ref()?.product.as_deref().map(Value::from),
             Name::SubscriptionId => self.caller.as_ref().map(|c| Value::from(&*c.subscription_id)),
             Name::SubscriptionName => self.caller.as_ref().map(|c| Value::from(&*c.subscription_name)),
-            Name::JwtSub => crate::expr::claim(self.jwt.as_deref()?, "sub"),
-            Name::JwtClaim(c) => crate::expr::claim(self.jwt.as_deref()?, c),
+            Name::JwtSub => {
+                let jwt = self.jwt.as_deref()?;
+                // A string `sub` was read at verification; any other form is looked up as before.
+                match jwt.sub() {
+                    Some(sub) => Some(Value::from(sub)),
+                    None => crate::expr::claim(&jwt.claims, "sub"),
+                }
+            }
+            Name::JwtClaim(c) => crate::expr::claim(&self.jwt.as_deref()?.claims, c),
             Name::Var(v) => self.var(v).map(Value::from),
             Name::ResponseStatus => self.response.as_ref().map(|r| Value::from(r.status().as_u16().to_string())),
             Name::ResponseHeader(h) => header(self.response.as_ref()?.headers(), h),
@@ -145,6 +152,14 @@ pub(crate) mod testing {
         }
     }
 
+    /// A validated token's payload as `validate-jwt` hands it on.
+    pub fn verified(claims: serde_json::Value) -> Arc<crate::identity::jwt::claims::Verified> {
+        match claims {
+            serde_json::Value::Object(map) => Arc::new(crate::identity::jwt::claims::Verified::new(map)),
+            _ => panic!("test claims must be an object"),
+        }
+    }
+
     /// A GET of `uri` (path and query) on API `orders`, operation `get-order`, from 192.0.2.1.
     pub fn exchange(uri: &str) -> Exchange {
         let req = http::Request::builder().method("GET").uri(uri).body(()).expect("request");
@@ -188,7 +203,7 @@ pub(crate) mod testing {
 mod tests {
     use std::sync::Arc;
 
-    use super::testing::exchange;
+    use super::testing::{exchange, verified};
     use super::*;
     use crate::expr::{Names, Template};
     use crate::policy::Caller;
@@ -208,7 +223,7 @@ mod tests {
         x.request.headers.append("x-tag", "two".parse().expect("hv"));
         x.params.push((Arc::from("id"), "7".to_owned()));
         x.set_var(&Arc::from("tier"), "gold".to_owned());
-        x.jwt = Some(Arc::new(serde_json::json!({ "sub": "alice", "roles": ["a", "b"], "n": 3 })));
+        x.jwt = Some(verified(serde_json::json!({ "sub": "alice", "roles": ["a", "b"], "n": 3 })));
         x.caller = Some(Arc::new(Caller {
             subscription_id: "s1".into(),
             subscription_name: "Sub One".into(),
@@ -245,5 +260,20 @@ mod tests {
         let x = exchange("/orders/7");
         assert_eq!(render(&x, "{jwt.sub ?? 'anon'}|{product.name ?? 'none'}|{request.query.a ?? '-'}"), "anon|none|-");
         assert_eq!(render(&x, "{response.status ?? 'no response'}"), "no response");
+    }
+
+    #[test]
+    fn a_subject_that_is_not_a_string_reads_as_any_claim_does() {
+        let mut x = exchange("/orders/7");
+        for (claims, want) in [
+            (serde_json::json!({ "sub": 42 }), "42"),
+            (serde_json::json!({ "sub": ["a", "b"] }), "a,b"),
+            (serde_json::json!({ "sub": null }), "anon"),
+            (serde_json::json!({}), "anon"),
+        ] {
+            x.jwt = Some(verified(claims));
+            assert_eq!(render(&x, "{jwt.sub ?? 'anon'}"), want);
+            assert_eq!(render(&x, "{jwt.sub ?? 'anon'}"), render(&x, "{jwt.claims.sub ?? 'anon'}"));
+        }
     }
 }

@@ -108,7 +108,7 @@ pub struct Exchange {
     /// Variables from `set-variable`.
     pub vars: Vec<(Arc<str>, String)>,
     /// The validated token's payload (`validate-jwt`).
-    pub jwt: Option<Arc<serde_json::Value>>,
+    pub jwt: Option<Arc<crate::identity::jwt::claims::Verified>>,
     pub caller: Option<Arc<Caller>>,
     pub backend: BackendPlan,
     /// Outbound / on-error: the response so far.

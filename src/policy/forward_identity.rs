@@ -121,7 +121,7 @@ impl Policy for ForwardIdentity {
         if self.strip_authorization {
             headers.remove(AUTHORIZATION);
         }
-        let claims = x.jwt.as_deref().and_then(Value::as_object);
+        let claims = x.jwt.as_deref().and_then(|v| v.map());
         for (name, claim) in &self.headers {
             headers.remove(name);
             if let Some(v) = claims.and_then(|c| lookup(c, claim)).and_then(header_value) {

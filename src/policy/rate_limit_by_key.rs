@@ -115,7 +115,8 @@ impl RateLimitByKey {
         self.outputs.headers.write(&d, &mut x.extra_response_headers);
         if !counts {
             self.limits.refund_rate(&key, self.spec, n, d.ticket);
-        } else {
+        } else if self.increment.is_later() {
+            // The refund's captures are made only when it may run.
             let (limits, spec, ticket) = (self.limits.clone(), self.spec, d.ticket);
             self.increment.defer(x, move || limits.refund_rate(&key, spec, n, ticket));
         }

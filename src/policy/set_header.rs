@@ -129,8 +129,9 @@ impl SetHeader {
     }
 
     /// The values for this request: one field, or one per value for fields that are not joined.
-    fn render(&self, x: &Exchange) -> Result<Vec<HeaderValue>, Box<Problem>> {
-        let one = |v: &Val| match v {
+    /// One value, rendered.
+    fn one(&self, v: &Val, x: &Exchange) -> Result<HeaderValue, Box<Problem>> {
+        match v {
             Val::Fixed(v) => Ok(v.clone()),
             Val::Template(t) => HeaderValue::from_bytes(t.render(x).as_bytes()).map_err(|_| {
                 Box::new(Problem::new(
@@ -140,7 +141,11 @@ impl SetHeader {
                     format!("the value computed for `{}` is not a valid header value", self.name),
                 ))
             }),
-        };
+        }
+    }
+
+    fn render(&self, x: &Exchange) -> Result<Vec<HeaderValue>, Box<Problem>> {
+        let one = |v: &Val| self.one(v, x);
         if self.values.len() == 1 || self.separate {
             return self.values.iter().map(one).collect();
         }
@@ -194,15 +199,9 @@ impl Policy for SetHeader {
         }
         if let [only] = self.values.as_slice() {
             // The common case: one value, no list to build.
-            let v = match only {
-                Val::Fixed(v) => v.clone(),
-                Val::Template(_) => match self.render(x) {
-                    Ok(mut v) => match v.pop() {
-                        Some(v) => v,
-                        None => return Step::Ready(Outcome::Continue),
-                    },
-                    Err(p) => return Step::Ready(Outcome::Reject(p)),
-                },
+            let v = match self.one(only, x) {
+                Ok(v) => v,
+                Err(p) => return Step::Ready(Outcome::Reject(p)),
             };
             if let Some(h) = util::headers_mut(x) {
                 if self.action == ExistsAction::Append {

@@ -2,8 +2,9 @@
 //! contend only when their keys land in the same shard) and the sliding-window arithmetic that
 //! both the in-process and the Redis engines use.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 
 use parking_lot::Mutex;
 
@@ -16,8 +17,100 @@ pub(crate) trait Expiring {
     fn expired(&self, now_ms: u64) -> bool;
 }
 
+/// A counter's key with its hash: one keyed hash per lookup both picks the shard and places the
+/// key in the shard's table (the table does not hash the key again).
+struct Key {
+    hash: u64,
+    text: Box<str>,
+}
+
+/// What a lookup borrows a stored [`Key`] as: its hash and text.
+trait KeyView {
+    fn hash(&self) -> u64;
+    fn text(&self) -> &str;
+}
+
+impl KeyView for Key {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A looked-up key, not stored.
+struct Probe<'a> {
+    hash: u64,
+    text: &'a str,
+}
+
+impl KeyView for Probe<'_> {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn text(&self) -> &str {
+        self.text
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+// `Key` and `dyn KeyView` hash and compare alike, as `Borrow` requires.
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(KeyView::hash(self));
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        KeyView::hash(self) == KeyView::hash(other) && self.text() == other.text()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+impl Eq for Key {}
+
+/// The shard tables' hasher: the key's hash is already computed (and keyed, so callers cannot
+/// steer keys into one bucket).
+#[derive(Default)]
+struct Precomputed(u64);
+
+impl Hasher for Precomputed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called (see the `Hash` impls above); fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 struct Shard<V> {
-    map: HashMap<Box<str>, V>,
+    map: HashMap<Key, V, BuildHasherDefault<Precomputed>>,
     sweep_at: usize,
 }
 
@@ -31,40 +124,46 @@ pub(crate) struct ShardedMap<V> {
 impl<V: Expiring> ShardedMap<V> {
     pub fn new() -> Self {
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(Shard { map: HashMap::new(), sweep_at: MIN_SWEEP_LEN }))
+            .map(|_| Mutex::new(Shard { map: HashMap::default(), sweep_at: MIN_SWEEP_LEN }))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         ShardedMap { shards, hasher: RandomState::new() }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard<V>> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
-        &self.shards[i]
+    /// The key's hash and shard. The shard comes from middle bits: the table places keys by the
+    /// low bits and tags them with the top ones, so all three stay independent.
+    fn locate<'k>(&self, key: &'k str) -> (Probe<'k>, &Mutex<Shard<V>>) {
+        let hash = self.hasher.hash_one(key);
+        let i = ((hash >> 32) as usize) % SHARDS;
+        (Probe { hash, text: key }, &self.shards[i])
     }
 
     /// Runs `f` on the entry for `key`, creating it with `init` first if needed.
     pub fn with<R>(&self, key: &str, now_ms: u64, init: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
-        let mut shard = self.shard(key).lock();
-        if let Some(v) = shard.map.get_mut(key) {
+        let (probe, shard) = self.locate(key);
+        let mut shard = shard.lock();
+        if let Some(v) = shard.map.get_mut(&probe as &dyn KeyView) {
             return f(v);
         }
         if shard.map.len() >= shard.sweep_at {
             shard.map.retain(|_, v| !v.expired(now_ms));
             shard.sweep_at = (shard.map.len() * 2).max(MIN_SWEEP_LEN);
         }
-        f(shard.map.entry(key.into()).or_insert_with(init))
+        f(shard.map.entry(Key { hash: probe.hash, text: key.into() }).or_insert_with(init))
     }
 
     /// Runs `f` on the entry for `key` if there is one.
     pub fn get<R>(&self, key: &str, f: impl FnOnce(Option<&mut V>) -> R) -> R {
-        f(self.shard(key).lock().map.get_mut(key))
+        let (probe, shard) = self.locate(key);
+        f(shard.lock().map.get_mut(&probe as &dyn KeyView))
     }
 
     /// Removes the entry for `key` when `pred` says so.
     pub fn remove_if(&self, key: &str, pred: impl FnOnce(&V) -> bool) {
-        let mut shard = self.shard(key).lock();
-        if shard.map.get(key).is_some_and(pred) {
-            shard.map.remove(key);
+        let (probe, shard) = self.locate(key);
+        let mut shard = shard.lock();
+        if shard.map.get(&probe as &dyn KeyView).is_some_and(pred) {
+            shard.map.remove(&probe as &dyn KeyView);
         }
     }
 
@@ -72,7 +171,7 @@ impl<V: Expiring> ShardedMap<V> {
     pub fn for_each(&self, mut f: impl FnMut(&str, &mut V)) {
         for shard in self.shards.iter() {
             for (k, v) in shard.lock().map.iter_mut() {
-                f(k, v);
+                f(&k.text, v);
             }
         }
     }
@@ -262,5 +361,30 @@ mod tests {
         let mut hit = false;
         m.with("k39999", 39_999, || E(0), |e| hit = e.0 == 40_009);
         assert!(hit, "a live entry survives the sweep");
+    }
+
+    #[test]
+    fn sharded_map_keys_are_their_own_entries() {
+        let m = ShardedMap::new();
+        let keys: Vec<String> = (0..2000).map(|i| format!("rlk|api:orders|60000|user-{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            m.with(k, 0, || E(i as u64), |_| ());
+        }
+        assert_eq!(m.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(m.get(k, |e| e.map(|e| e.0)), Some(i as u64), "{k}");
+            m.with(k, 0, || E(u64::MAX), |e| assert_eq!(e.0, i as u64, "an existing entry is found, not made"));
+        }
+        assert!(!m.get("rlk|api:orders|60000|user-", |e| e.is_some()));
+        m.remove_if(&keys[7], |e| e.0 == 8);
+        assert_eq!(m.len(), keys.len(), "kept when the predicate says no");
+        m.remove_if(&keys[7], |e| e.0 == 7);
+        assert!(!m.get(&keys[7], |e| e.is_some()));
+        let mut seen = Vec::new();
+        m.for_each(|k, _| seen.push(k.to_owned()));
+        seen.sort();
+        let mut want: Vec<String> = keys.iter().filter(|k| *k != &keys[7]).cloned().collect();
+        want.sort();
+        assert_eq!(seen, want);
     }
 }

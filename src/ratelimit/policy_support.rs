@@ -139,6 +139,11 @@ impl Increment {
         }
     }
 
+    /// Whether [`Increment::defer`] does anything: the decision needs the response.
+    pub fn is_later(&self) -> bool {
+        matches!(self, Increment::Later(_))
+    }
+
     /// After calls were taken for a counting request: if the decision needs the response,
     /// `refund` runs at the end when the condition turns out false.
     pub fn defer(&self, x: &mut Exchange, refund: impl FnOnce() + Send + 'static) {

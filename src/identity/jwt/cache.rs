@@ -11,8 +11,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use serde_json::Value;
 
+use super::claims::Verified;
 use super::keys::VerifyKey;
 
 const SHARDS: usize = 16;
@@ -26,12 +26,11 @@ pub type Digest = [u8; 32];
 
 #[derive(Clone)]
 pub struct Entry {
-    pub claims: Arc<Value>,
+    /// The payload, with its times, issuer and audiences read once.
+    pub verified: Arc<Verified>,
     pub key: Arc<VerifyKey>,
     /// Unix seconds after which the entry is dropped.
     pub until: u64,
-    /// The claims' times, for the per-request clock checks.
-    pub times: super::claims::Times,
 }
 
 /// The digest is already uniformly random: its first 8 bytes are the hash.
@@ -66,8 +65,8 @@ impl TokenCache {
         TokenCache { shards, per_shard }
     }
 
-    pub fn digest(token: &str) -> Digest {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    pub fn digest(token: &[u8]) -> Digest {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         out
@@ -78,11 +77,17 @@ impl TokenCache {
     }
 
     pub fn get(&self, d: &Digest, now: u64) -> Option<Entry> {
+        self.with(d, now, Entry::clone)
+    }
+
+    /// `f` of the live entry under `d`, called under the shard's read lock: a hit costs no
+    /// reference-count traffic beyond what `f` takes.
+    pub fn with<R>(&self, d: &Digest, now: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         if self.per_shard == 0 {
             return None;
         }
         let shard = self.shard(d).read();
-        shard.get(d).filter(|e| now <= e.until).cloned()
+        shard.get(d).filter(|e| now <= e.until).map(f)
     }
 
     pub fn insert(&self, d: Digest, entry: Entry, now: u64) {
@@ -123,27 +128,27 @@ mod tests {
 
     fn entry(until: u64) -> Entry {
         let key = Arc::new(VerifyKey::hmac(&[7u8; 32], AlgSet::HMAC));
-        Entry { claims: Arc::new(Value::Null), key, until, times: Default::default() }
+        Entry { verified: Arc::new(Verified::new(serde_json::Map::new())), key, until }
     }
 
     #[test]
     fn bounded_and_expiring() {
         let cache = TokenCache::new(32);
         for i in 0..200 {
-            cache.insert(TokenCache::digest(&format!("token-{i}")), entry(1000), 10);
+            cache.insert(TokenCache::digest(format!("token-{i}").as_bytes()), entry(1000), 10);
         }
         assert!(cache.len() <= 32, "{} entries", cache.len());
-        let d = TokenCache::digest("fresh");
+        let d = TokenCache::digest(b"fresh");
         cache.insert(d, entry(100), 10);
         assert!(cache.get(&d, 100).is_some());
         assert!(cache.get(&d, 101).is_none(), "expired entries are not returned");
-        assert!(cache.get(&TokenCache::digest("other"), 10).is_none());
+        assert!(cache.get(&TokenCache::digest(b"other"), 10).is_none());
     }
 
     #[test]
     fn zero_capacity_disables() {
         let cache = TokenCache::new(0);
-        let d = TokenCache::digest("t");
+        let d = TokenCache::digest(b"t");
         cache.insert(d, entry(1000), 1);
         assert!(cache.get(&d, 1).is_none());
     }

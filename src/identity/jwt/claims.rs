@@ -105,6 +105,70 @@ impl Times {
     }
 }
 
+/// A verified token's payload, with what every request asks of it read once when the signature
+/// verified: the times, the issuer, the audiences and the subject. The cache holds it behind an
+/// `Arc`, and later policies read it from the exchange without looking members up again.
+#[derive(Debug, PartialEq)]
+pub struct Verified {
+    /// The payload (always a JSON object).
+    pub claims: Value,
+    pub times: Times,
+    /// `iss` when it is a string.
+    iss: Option<Box<str>>,
+    /// `aud`'s strings (a single string or an array's string items).
+    aud: Box<[Box<str>]>,
+    /// `sub` when it is a string.
+    sub: Option<Box<str>>,
+}
+
+impl Verified {
+    pub fn new(claims: Map<String, Value>) -> Verified {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Into::into);
+        let aud = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str().into()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(Into::into).collect(),
+            _ => Vec::new(),
+        };
+        Verified {
+            times: Times::of(&claims),
+            iss: text("iss"),
+            aud: aud.into(),
+            sub: text("sub"),
+            claims: Value::Object(claims),
+        }
+    }
+
+    /// The payload's members.
+    pub fn map(&self) -> Option<&Map<String, Value>> {
+        self.claims.as_object()
+    }
+
+    /// `sub` when it is a string (other forms: look it up in [`Verified::claims`]).
+    pub fn sub(&self) -> Option<&str> {
+        self.sub.as_deref()
+    }
+
+    /// Like [`check_issuer`], on the issuer read at verification.
+    pub fn check_issuer(&self, issuers: &[&str]) -> Result<(), Invalid> {
+        if issuers.is_empty() {
+            return Ok(());
+        }
+        match &self.iss {
+            Some(iss) if issuers.contains(&&**iss) => Ok(()),
+            _ => Err(Invalid::Issuer),
+        }
+    }
+
+    /// Like [`check_audience`], on the audiences read at verification.
+    pub fn check_audience(&self, audiences: &[Box<str>]) -> Result<(), Invalid> {
+        if audiences.is_empty() || self.aud.iter().any(|a| audiences.contains(a)) {
+            Ok(())
+        } else {
+            Err(Invalid::Audience)
+        }
+    }
+}
+
 /// `iss` must equal one of `issuers` exactly (an empty list accepts any issuer).
 pub fn check_issuer(claims: &Map<String, Value>, issuers: &[&str]) -> Result<(), Invalid> {
     if issuers.is_empty() {
@@ -209,5 +273,32 @@ mod tests {
         assert_eq!(check_audience(&single, &["api://a".into()]), Ok(()));
         assert_eq!(check_audience(&obj(json!({})), &["api://a".into()]), Err(Invalid::Audience));
         assert_eq!(check_issuer(&obj(json!({ "iss": 5 })), &["5"]), Err(Invalid::Issuer));
+    }
+
+    #[test]
+    fn verified_judges_as_the_claims_do() {
+        let cases = [
+            json!({ "iss": "https://idp/", "aud": ["api://a", 7, "api://b"], "sub": "alice", "exp": 10 }),
+            json!({ "iss": "https://idp", "aud": "api://a", "sub": 42 }),
+            json!({ "iss": 5, "aud": { "x": "api://a" } }),
+            json!({ "aud": [] }),
+            json!({}),
+        ];
+        let issuers: [&[&str]; 4] = [&[], &["https://idp/"], &["https://idp", "x"], &["5"]];
+        let audiences: [Vec<Box<str>>; 4] =
+            [vec![], vec!["api://a".into()], vec!["api://c".into(), "api://b".into()], vec!["7".into()]];
+        for case in cases {
+            let map = obj(case);
+            let v = Verified::new(map.clone());
+            for iss in issuers {
+                assert_eq!(v.check_issuer(iss), check_issuer(&map, iss), "{map:?} {iss:?}");
+            }
+            for aud in &audiences {
+                assert_eq!(v.check_audience(aud), check_audience(&map, aud), "{map:?} {aud:?}");
+            }
+            assert_eq!(v.times, Times::of(&map));
+            assert_eq!(v.sub(), map.get("sub").and_then(Value::as_str));
+            assert_eq!(v.map(), Some(&map));
+        }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::{self, Entry, TokenCache};
+use super::claims::Verified;
 use super::fetch::{FetchError, Fetcher};
 use super::keys::{KeySet, VerifyKey};
 use super::token::{self, MAX_TOKEN_BYTES};
@@ -171,12 +172,35 @@ impl Provider {
         tokio::spawn(refresher(weak, cancel));
     }
 
+    /// The issuer tokens must carry, lent to `f` without touching reference counts when it is
+    /// configured (a discovered one is read from the last discovery).
+    pub fn with_issuer<R>(&self, f: impl FnOnce(Option<&str>) -> R) -> R {
+        match &self.spec.issuer {
+            // `issuer` never changes when it is configured (`load_keys` stores only discovered ones).
+            Some(iss) => f(Some(iss)),
+            None => f(self.issuer.load().as_deref().map(String::as_str)),
+        }
+    }
+
+    /// The hot path of a repeated token: `f` of its cached verification, run under the cache's
+    /// lock. `None` when the token is not cached (or its key was withdrawn): [`Provider::check`]
+    /// decides then. The token's bytes need not be known to be text: only a verified token is
+    /// ever found.
+    pub fn cached<R>(&self, token: &[u8], now: u64, f: impl FnOnce(&Arc<Verified>) -> R) -> Option<R> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let digest = TokenCache::digest(token);
+        let keys = self.keys.load();
+        self.cache.with(&digest, now, |e| keys.contains(&e.key).then(|| f(&e.verified))).flatten()
+    }
+
     /// Everything that needs no waiting: cache, shape, key choice, signature.
     pub fn check(&self, token: &str, now: u64) -> Check {
         if token.len() > MAX_TOKEN_BYTES {
             return Check::Failed(Invalid::TooLarge);
         }
-        let digest = TokenCache::digest(token);
+        let digest = TokenCache::digest(token.as_bytes());
         let keys = self.keys.load();
         if let Some(hit) = self.cache.get(&digest, now) {
             if keys.contains(&hit.key) {
@@ -199,13 +223,13 @@ impl Provider {
                     Ok(c) => c,
                     Err(e) => return Check::Failed(e),
                 };
-                let until = match claims.get("exp").and_then(Value::as_f64) {
+                let verified = Verified::new(claims);
+                let until = match verified.times.exp {
                     Some(exp) if exp > 0.0 => (exp as u64).saturating_add(cache::MAX_SKEW),
                     Some(_) => 0,
                     None => now + cache::NO_EXP_TTL,
                 };
-                let times = super::claims::Times::of(&claims);
-                let entry = Entry { claims: Arc::new(Value::Object(claims)), key: key.clone(), until, times };
+                let entry = Entry { verified: Arc::new(verified), key: key.clone(), until };
                 self.cache.insert(digest, entry.clone(), now);
                 return Check::Verified(entry);
             }

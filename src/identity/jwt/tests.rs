@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::claims::{ClaimRule, Match};
+use super::claims::{ClaimRule, Match, Verified};
 use super::testkeys::{claims, hs256_with, TestKey};
 use super::validator::{Quick, Rejection};
 use super::{unix_now, Invalid, Validator};
@@ -44,11 +44,18 @@ fn validator(doc: &Document, registry: &Registry) -> Validator {
     }
 }
 
-fn now_result(v: &Validator, token: &str, now: u64) -> Result<Arc<Value>, Rejection> {
-    match v.validate_now(token, now) {
+/// `validate_now`'s verdict, checked against the cached path's: before (when the token was
+/// cached already) and after (a token whose signature verified is cached now), both agree.
+fn now_result(v: &Validator, token: &str, now: u64) -> Result<Arc<Verified>, Rejection> {
+    let before = v.validate_cached(token.as_bytes(), now);
+    let r = match v.validate_now(token, now) {
         Quick::Done(r) => r,
         Quick::Wait => panic!("a static provider never waits"),
+    };
+    for cached in [before, v.validate_cached(token.as_bytes(), now)].into_iter().flatten() {
+        assert_eq!(cached, r, "the cached path decides as validate_now does");
     }
+    r
 }
 
 fn errors_of(doc: &Document) -> Vec<String> {
@@ -65,7 +72,7 @@ fn rs256_es256_eddsa_tokens_verify_against_inline_keys() {
     for k in &keys {
         let t = k.sign(json!({}), &claims(ISS, AUD));
         let c = now_result(&v, &t, unix_now()).unwrap_or_else(|e| panic!("{} rejected: {e:?}", k.alg));
-        assert_eq!(c["sub"], "user-1");
+        assert_eq!(c.claims["sub"], "user-1");
     }
 }
 
@@ -330,6 +337,7 @@ async fn remote_keys_rotation_refetch_limits_and_outage() {
     server.down.store(true, Ordering::SeqCst);
     let fresh = k1.sign(json!({}), &json!({ "iss": ISS, "aud": AUD, "exp": now + 100, "jti": "new" }));
     v.validate(&t1, now).await.expect("cached token during outage");
+    assert!(v.validate_cached(t1.as_bytes(), now).is_some_and(|r| r.is_ok()), "and on the cached path");
     v.validate(&fresh, now).await.expect("new token, known key, during outage");
     let unknown = TestKey::ec("k3").sign(json!({}), &claims(ISS, AUD));
     assert_eq!(v.validate(&unknown, now).await, Err(Rejection::Invalid(Invalid::KeyNotFound)));
@@ -342,8 +350,10 @@ async fn remote_keys_rotation_refetch_limits_and_outage() {
     let k4 = TestKey::ec("k4");
     server.keys.lock().push(k4.jwk_json());
     v.validate(&k4.sign(json!({}), &claims(ISS, AUD)), now).await.expect("k4 fetched on demand");
+    assert!(v.validate_cached(t1.as_bytes(), now).is_none(), "the cached path does not serve a withdrawn key");
     assert_eq!(v.validate(&t1, now).await, Err(Rejection::Invalid(Invalid::KeyNotFound)));
     v.validate(&t2, now).await.expect("k2 still published");
+    assert!(v.validate_cached(t2.as_bytes(), now).is_some_and(|r| r.is_ok()));
 }
 
 #[tokio::test]

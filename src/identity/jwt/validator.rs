@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::cache::Entry;
-use super::claims::{self, ClaimRule};
+use super::claims::{ClaimRule, Verified};
 use super::provider::Check;
 use super::{Invalid, Provider};
 
@@ -26,7 +23,7 @@ impl From<Invalid> for Rejection {
 
 /// The result of the part that needs no waiting.
 pub enum Quick {
-    Done(Result<Arc<Value>, Rejection>),
+    Done(Result<Arc<Verified>, Rejection>),
     /// The token names an unknown key: call [`Validator::validate`].
     Wait,
 }
@@ -44,46 +41,55 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// The hot path: a cached or known-key token is decided without waiting.
+    /// The hot path of a repeated token: the verdict when the token is in the provider's
+    /// verified-token cache, `None` otherwise (then [`Validator::validate_now`]). The same
+    /// verdict `validate_now` gives: only the signature check is skipped, as there.
+    pub fn validate_cached(&self, token: &[u8], now: u64) -> Option<Result<Arc<Verified>, Rejection>> {
+        self.provider.ensure_started();
+        self.provider.cached(token, now, |v| self.rules(v, now).map(|()| v.clone()))
+    }
+
+    /// The part that needs no waiting: a cached or known-key token is decided here.
     pub fn validate_now(&self, token: &str, now: u64) -> Quick {
         self.provider.ensure_started();
         match self.provider.check(token, now) {
-            Check::Verified(entry) => Quick::Done(self.rules(entry, now)),
+            Check::Verified(entry) => Quick::Done(self.rules(&entry.verified, now).map(|()| entry.verified)),
             Check::Failed(i) => Quick::Done(Err(i.into())),
             Check::NeedKeys(_) => Quick::Wait,
         }
     }
 
     /// The full validation, refetching keys when the token names an unknown `kid`.
-    pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Value>, Rejection> {
+    pub async fn validate(&self, token: &str, now: u64) -> Result<Arc<Verified>, Rejection> {
         let entry = self.provider.verify(token, now).await?;
-        self.rules(entry, now)
+        self.rules(&entry.verified, now)?;
+        Ok(entry.verified)
     }
 
-    fn rules(&self, entry: Entry, now: u64) -> Result<Arc<Value>, Rejection> {
-        let claims = entry.claims;
-        let Some(map) = claims.as_object() else {
+    fn rules(&self, v: &Verified, now: u64) -> Result<(), Rejection> {
+        let Some(map) = v.map() else {
             return Err(Invalid::Malformed.into());
         };
-        entry.times.check(now, self.clock_skew, self.require_expiration_time)?;
+        v.times.check(now, self.clock_skew, self.require_expiration_time)?;
         if self.issuers.is_empty() {
-            if let Some(iss) = self.provider.issuer() {
-                claims::check_issuer(map, &[iss.as_str()])?;
-            }
+            self.provider.with_issuer(|iss| match iss {
+                Some(iss) => v.check_issuer(&[iss]),
+                None => Ok(()),
+            })?;
         } else {
             let mut accepted: [&str; 8] = [""; 8];
             let n = self.issuers.len().min(accepted.len());
             for (slot, iss) in accepted.iter_mut().zip(&self.issuers) {
                 *slot = iss;
             }
-            claims::check_issuer(map, &accepted[..n])?;
+            v.check_issuer(&accepted[..n])?;
         }
-        claims::check_audience(map, &self.audiences)?;
+        v.check_audience(&self.audiences)?;
         for rule in &self.required_claims {
             if !rule.check(map) {
                 return Err(Rejection::Insufficient(rule.name.clone()));
             }
         }
-        Ok(claims)
+        Ok(())
     }
 }
