@@ -519,9 +519,93 @@ fn gateway_bug(detail: &'static str) -> Problem {
 }
 
 /// Sends the request to its backend and prepares the response for the client.
+///
+/// A plain function around an `async` block: the request is turned into the backend call
+/// before the future exists, so the future holds only what lives across the call (an `async fn`
+/// would keep its `Call` argument and everything made from it side by side).
 #[allow(clippy::too_many_arguments)]
-async fn forward(
-    active: &Active,
+fn forward<'a>(
+    active: &'a Active,
+    conn: &'a ConnInfo,
+    route: &'a Route,
+    path: &'a str,
+    call: Call,
+    request_id: &'a HeaderValue,
+    peer_trusted: bool,
+    trace: &'a mut Trace,
+) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a {
+    use futures_util::future::Either;
+    // Taken apart here, so the async block captures each part once.
+    let BackendCall { backend, called, out, timeout, retry, client_upgrade } =
+        match prepare_backend_call(active, conn, route, path, call, request_id, peer_trusted, trace) {
+            Ok(c) => c,
+            Err(problem) => return Either::Left(std::future::ready(Err(problem))),
+        };
+    Either::Right(async move {
+        let backend_name: &str = &called;
+        let upgrade = client_upgrade.is_some();
+        let t = Instant::now();
+        let result = match retry {
+            None => call_backend(backend, out, timeout, backend_name).await,
+            Some(plan) => {
+                let Outbound { parts, body, rest, hash_key } = out;
+                let attempts = with_retries(backend, parts, body, rest, hash_key, plan, timeout, backend_name);
+                match attempts.await {
+                    Ok(r) => r,
+                    Err(problem) => {
+                        trace.time_backend = Some(t.elapsed());
+                        return Err(problem);
+                    }
+                }
+            }
+        };
+        trace.time_backend = Some(t.elapsed());
+        let answer = result?;
+        let mut response = answer.response;
+        let checkin = answer.checkin;
+        trace.upstream_status = Some(response.status().as_u16());
+        if response.status().is_server_error() {
+            // The backend's own error passes through untouched; the log still says where it came from.
+            trace.layer = Some(Layer::Backend);
+        }
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            }
+            let (parts, body) = response.into_parts();
+            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+        }
+        strip_hop_by_hop(response.headers_mut());
+        if upgrade {
+            // The guard passed the rest of this connection through as upgraded bytes; a refused
+            // upgrade must therefore end the connection rather than parse them as a new request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let (parts, body) = response.into_parts();
+        // After a refused upgrade the connection is not reused (see above); otherwise it is.
+        let checkin = if upgrade { None } else { checkin };
+        Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
+    })
+}
+
+/// What `forward` sends, once the request has become the backend call.
+struct BackendCall<'a> {
+    backend: &'a crate::upstream::Backend,
+    /// The backend actually called (a policy may have chosen another than the API's).
+    called: Arc<str>,
+    out: Outbound,
+    timeout: Option<Duration>,
+    retry: Option<RetryPlan>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The backend call for `call`: backend chosen, target path, balancing key, hop-by-hop fields
+/// removed, forwarding headers and the request id set.
+#[allow(clippy::too_many_arguments)]
+fn prepare_backend_call<'a>(
+    active: &'a Active,
     conn: &ConnInfo,
     route: &Route,
     path: &str,
@@ -529,7 +613,7 @@ async fn forward(
     request_id: &HeaderValue,
     peer_trusted: bool,
     trace: &mut Trace,
-) -> Result<Response<ResponseBody>, Problem> {
+) -> Result<BackendCall<'a>, Problem> {
     let snap = &active.snapshot;
     let Call { mut parts, body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
     // The backend actually called (a policy may have chosen another), for the log and metrics.
@@ -588,48 +672,7 @@ async fn forward(
     );
     parts.headers.insert(edge::X_REQUEST_ID, request_id.clone());
 
-    let t = Instant::now();
-    let result = match retry {
-        None => call_backend(backend, Outbound { parts, body, rest, hash_key }, timeout, backend_name).await,
-        Some(plan) => {
-            let attempts = with_retries(backend, parts, body, rest, hash_key, plan, timeout, backend_name);
-            match attempts.await {
-                Ok(r) => r,
-                Err(problem) => {
-                    trace.time_backend = Some(t.elapsed());
-                    return Err(problem);
-                }
-            }
-        }
-    };
-    trace.time_backend = Some(t.elapsed());
-    let answer = result?;
-    let mut response = answer.response;
-    let checkin = answer.checkin;
-    trace.upstream_status = Some(response.status().as_u16());
-    if response.status().is_server_error() {
-        // The backend's own error passes through untouched; the log still says where it came from.
-        trace.layer = Some(Layer::Backend);
-    }
-
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
-        }
-        let (parts, body) = response.into_parts();
-        return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
-    }
-    strip_hop_by_hop(response.headers_mut());
-    if upgrade {
-        // The guard passed the rest of this connection through as upgraded bytes; a refused
-        // upgrade must therefore end the connection rather than parse them as a new request.
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let (parts, body) = response.into_parts();
-    // After a refused upgrade the connection is not reused (see above); otherwise it is.
-    let checkin = if upgrade { None } else { checkin };
-    Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
+    Ok(BackendCall { backend, called, out: Outbound { parts, body, rest, hash_key }, timeout, retry, client_upgrade })
 }
 
 type Attempts<'a> = std::pin::Pin<
@@ -688,33 +731,35 @@ fn with_retries<'a>(
 }
 
 /// One call to the backend, bounded by a policy's timeout when there is one.
-async fn call_backend(
-    backend: &crate::upstream::Backend,
+fn call_backend<'a>(
+    backend: &'a crate::upstream::Backend,
     out: Outbound,
     timeout: Option<Duration>,
-    backend_name: &str,
-) -> Result<crate::upstream::Answer, Problem> {
+    backend_name: &'a str,
+) -> impl std::future::Future<Output = Result<crate::upstream::Answer, Problem>> + Send + 'a {
     // Boxed: the backend call's state is large, and hyper moves this request's future once per
     // request; keeping it out of line makes that move cheap (callgrind: memcpy was 10% of all
-    // instructions before).
+    // instructions before). Made before the async block, which then holds only the box.
     let fut = Box::pin(backend.forward(out));
-    let result = match timeout {
-        None => fut.await,
-        Some(d) => match tokio::time::timeout(d, fut).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(Problem::backend(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "backend-timeout",
-                    "http_response_timeout",
-                    backend_name.to_owned(),
-                    format!("the backend did not answer within the forward-request timeout of {d:?}"),
-                ))
-            }
-        },
-    };
-    // `problem` already says `edge` for a client body that broke the request.
-    result.map_err(|e| e.problem(backend_name))
+    async move {
+        let result = match timeout {
+            None => fut.await,
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(Problem::backend(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "backend-timeout",
+                        "http_response_timeout",
+                        backend_name.to_owned(),
+                        format!("the backend did not answer within the forward-request timeout of {d:?}"),
+                    ))
+                }
+            },
+        };
+        // `problem` already says `edge` for a client body that broke the request.
+        result.map_err(|e| e.problem(backend_name))
+    }
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {

@@ -222,9 +222,8 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
 /// `for=unknown` when it cannot be a header value.
 fn forwarded_value(prev: Option<&str>, peer: &Peer, host: Option<&HeaderValue>) -> HeaderValue {
     let host = host.and_then(|h| h.to_str().ok()).filter(|h| !h.contains(['"', '\\']));
-    let mut element = String::with_capacity(
-        prev.map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len),
-    );
+    let mut element =
+        String::with_capacity(prev.map_or(0, |p| p.len() + 2) + peer.forwarded.len() + 8 + host.map_or(0, str::len));
     if let Some(prev) = prev {
         element.push_str(prev);
         element.push_str(", ");
@@ -235,7 +234,8 @@ fn forwarded_value(prev: Option<&str>, peer: &Peer, host: Option<&HeaderValue>) 
         element.push_str(h);
         element.push('"');
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(element)).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(element))
+        .unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
 }
 
 /// Client-address headers other proxies and frameworks believe (nginx `real_ip_header`, Akamai,
