@@ -20,7 +20,6 @@ use crate::compress;
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
 use crate::observe::access_log::format::{redact_named, strip_port};
-use crate::observe::metrics::RequestFacts;
 use crate::observe::timing::{self as server_timing, SERVER_TIMING};
 use crate::observe::trace::{StartInfo, TRACEPARENT};
 use crate::observe::RequestTail;
@@ -102,7 +101,12 @@ pub async fn handle(
     // What the access log needs of the request, taken before the request is consumed.
     if let Some(log) = &active.access_log {
         let record = tail.begin_log(log.clone(), started);
-        record.client_ip = edge::client_ip(conn.peer.ip(), req.headers(), &snap.edge.trusted);
+        // An IPv4 peer is its own canonical form, so `peer_trusted` already says whether
+        // `X-Forwarded-For` counts.
+        record.client_ip = match conn.peer.ip() {
+            ip @ std::net::IpAddr::V4(_) if !peer_trusted => ip,
+            ip => edge::client_ip(ip, req.headers(), &snap.edge.trusted),
+        };
         record.peer_port = conn.peer.port();
         record.local_port = conn.local_port;
         record.time = SystemTime::now();
@@ -114,16 +118,16 @@ pub async fn handle(
             (Some(q), names @ [_, ..]) => head.set_query(Some(&redact_named(q, names))),
             (q, _) => head.set_query(q),
         }
+        head.set_request_id_value(&request_id);
+        let host = head.pick_request_headers(&active.log_request_headers, req.headers());
         // The Host header (when it is text), else the :authority of an HTTP/2 request.
         head.set_host(
-            match req.headers().get(header::HOST) {
+            match host {
                 Some(h) => h.to_str().ok(),
                 None => req.uri().authority().map(|a| a.as_str()),
             }
             .map(strip_port),
         );
-        head.set_request_id(request_id.to_str().unwrap_or("-"));
-        head.pick_headers(false, &active.log_request_headers, req.headers());
     }
 
     // What the client accepts, read before `serve` consumes the request; only when configured.
@@ -149,6 +153,10 @@ pub async fn handle(
         compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
     }
 
+    let time_edge = match trace.edge_done {
+        Some(t) if active.access_log.is_some() || active.observe.active() => t.duration_since(started),
+        _ => Duration::ZERO,
+    };
     if let Some(record) = tail.finish_log() {
         record.status = resp.status().as_u16();
         record.head.pick_headers(true, &active.log_response_headers, resp.headers());
@@ -159,26 +167,23 @@ pub async fn handle(
         record.layer = trace.layer.map(Layer::as_str);
         record.policy = trace.policy;
         record.upstream_status = trace.upstream_status;
-        record.time_edge = trace.edge_done.unwrap_or(started).duration_since(started);
+        record.time_edge = time_edge;
         record.time_policy = trace.time_policy;
         record.time_backend = trace.time_backend;
     }
-    if active.observe.active() {
-        let facts = RequestFacts {
-            backend: trace.backend.clone(),
-            product: trace.caller.as_ref().and_then(|c| c.product.clone()),
-            subscription: trace.caller.as_ref().map(|c| c.subscription_name.clone()),
-            route: trace.route,
-            status: resp.status().as_u16(),
-            layer: trace.layer,
-            policy: trace.policy,
-            upstream_status: trace.upstream_status,
-            time_edge: trace.edge_done.unwrap_or(started).duration_since(started),
-            time_policy: (!trace.time_policy.is_zero()).then_some(trace.time_policy),
-            time_backend: trace.time_backend,
-            ..RequestFacts::default()
-        };
-        active.observe.finish(&mut tail, facts, started, span);
+    // Filled in place, in the tail's one allocation, like the record.
+    if let Some(facts) = active.observe.finish(&mut tail, started, span) {
+        facts.backend = trace.backend.clone();
+        facts.product = trace.caller.as_ref().and_then(|c| c.product.clone());
+        facts.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
+        facts.route = trace.route;
+        facts.status = resp.status().as_u16();
+        facts.layer = trace.layer;
+        facts.policy = trace.policy;
+        facts.upstream_status = trace.upstream_status;
+        facts.time_edge = time_edge;
+        facts.time_policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
+        facts.time_backend = trace.time_backend;
     }
     if !trace.on_sent.is_empty() {
         tail.on_sent(resp.status().as_u16(), std::mem::take(&mut trace.on_sent));

@@ -46,6 +46,8 @@ struct Done {
     /// no line.
     made: bool,
     observed: Option<telemetry::Pending>,
+    /// What `observed` records; emptied (the default) unless `observed` is set.
+    facts: metrics::RequestFacts,
     /// Policies waiting for the response size, with the final status.
     sent_hooks: Option<(u16, Vec<crate::policy::SentHook>)>,
 }
@@ -70,6 +72,7 @@ impl Done {
                 started: None,
                 made: false,
                 observed: None,
+                facts: metrics::RequestFacts::default(),
                 sent_hooks: None,
             })
         })
@@ -83,7 +86,9 @@ impl Done {
         }
         done.started = None;
         done.made = false;
-        done.observed = None;
+        if done.observed.take().is_some() {
+            done.facts.reset();
+        }
         done.sent_hooks = None;
         let _ = SPARE.try_with(|s| {
             if let Ok(mut spare) = s.try_borrow_mut() {
@@ -133,9 +138,14 @@ impl RequestTail {
         self.done().sent_hooks = Some((status, hooks));
     }
 
-    /// Metrics, traces and analytics of this request, recorded when the body ends.
-    pub(crate) fn observe_with(&mut self, pending: telemetry::Pending) {
-        self.done().observed = Some(pending);
+    /// Metrics, traces and analytics of this request, recorded when the body ends: returns
+    /// the (empty) facts to fill in place.
+    pub(crate) fn observe_with(&mut self, pending: telemetry::Pending) -> &mut metrics::RequestFacts {
+        let done = self.done();
+        if done.observed.replace(pending).is_some() {
+            done.facts.reset();
+        }
+        &mut done.facts
     }
 }
 
@@ -158,12 +168,12 @@ impl Drop for RequestTail {
             d.record.duration = duration;
             log.log(&d.record);
         }
-        if let (Some(p), Some(now)) = (d.observed.as_mut(), now) {
+        if let (Some(p), Some(now)) = (d.observed.as_ref(), now) {
             let duration = match since {
                 Some((started, duration)) if started == p.started() => duration,
                 _ => now.saturating_duration_since(p.started()),
             };
-            p.done(self.bytes_sent, duration);
+            p.done(&mut d.facts, self.bytes_sent, duration);
         }
         if let Some((status, hooks)) = d.sent_hooks.take() {
             for hook in hooks {

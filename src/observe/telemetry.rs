@@ -174,25 +174,22 @@ impl Observe {
         self.tracer.as_ref()?.begin(info)
     }
 
-    /// Hands the facts of a request to `tail`; they are recorded when the response body ends,
-    /// with the bytes sent and the full duration.
-    pub fn finish(
+    /// Hands a request's facts to `tail`, to be recorded when the response body ends, with the
+    /// bytes sent and the full duration: returns them (emptied) for the caller to fill in
+    /// place, or `None` when nothing records them.
+    pub fn finish<'t>(
         self: &Arc<Self>,
-        tail: &mut RequestTail,
-        facts: RequestFacts,
+        tail: &'t mut RequestTail,
         started: Instant,
         span: Option<Box<SpanStart>>,
-    ) {
-        if self.active() {
-            tail.observe_with(Pending { observe: self.clone(), facts, started, span });
-        }
+    ) -> Option<&'t mut RequestFacts> {
+        self.active().then(|| tail.observe_with(Pending { observe: self.clone(), started, span }))
     }
 }
 
-/// A request's facts waiting for its body to end.
+/// What records a request's facts when its body ends.
 pub struct Pending {
     observe: Arc<Observe>,
-    facts: RequestFacts,
     started: Instant,
     span: Option<Box<SpanStart>>,
 }
@@ -220,25 +217,25 @@ impl Pending {
         self.started
     }
 
-    /// Records the request, which ended `duration` after it [started](Pending::started).
-    pub(super) fn done(&mut self, bytes_sent: u64, duration: std::time::Duration) {
-        self.facts.bytes_sent = bytes_sent;
-        self.facts.duration = duration;
+    /// Records the request of `facts`, which ended `duration` after it [started](Pending::started).
+    pub(super) fn done(&self, facts: &mut RequestFacts, bytes_sent: u64, duration: std::time::Duration) {
+        facts.bytes_sent = bytes_sent;
+        facts.duration = duration;
         let telemetry = &self.observe.telemetry;
         let (metrics, analytics) = (self.observe.spec.metrics, self.observe.spec.analytics.enabled);
         // One wall-clock reading for the dashboard's second and the analytics' minute.
         let now_s = (metrics || analytics)
             .then(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         if let (true, Some(now_s)) = (metrics, now_s) {
-            telemetry.metrics.record(&self.facts);
-            telemetry.recent.record_in_second(now_s, &self.facts);
+            telemetry.metrics.record(facts);
+            telemetry.recent.record_in_second(now_s, facts);
         }
         if let (true, Some(now_s)) = (analytics, now_s) {
-            let series = telemetry.metrics.route_series(self.facts.route.as_ref());
-            telemetry.analytics.record_in_second(now_s, series, &self.facts);
+            let series = telemetry.metrics.route_series(facts.route.as_ref());
+            telemetry.analytics.record_in_second(now_s, series, facts);
         }
         if let (Some(tracer), Some(span)) = (&self.observe.tracer, &self.span) {
-            tracer.end(span, &self.facts);
+            tracer.end(span, facts);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `%{name}g`), Apache-style and JSON escaping, numbers, addresses, durations, UTC time stamps,
 //! and the redaction of secret headers and query parameters.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +50,62 @@ pub(super) const FIELDS: &[(&str, FieldFn)] = &[
         None => text(o, None, j),
     }),
 ];
+
+/// Apache's `common` format, written without a dispatch per piece, its literals constants the
+/// compiler writes in place rather than copies through `memcpy`.
+pub(super) fn write_common(r: &LogRecord, o: &mut Vec<u8>) {
+    ip(o, r.client_ip);
+    o.extend_from_slice(b" - ");
+    match &r.user {
+        None => o.push(b'-'),
+        Some(u) => escape(o, u.as_bytes()),
+    }
+    o.push(b' ');
+    write_clf(o, r.time);
+    o.extend_from_slice(b" \"");
+    write_request(r, o);
+    o.extend_from_slice(b"\" ");
+    num(o, r.status.into());
+    o.push(b' ');
+    match r.bytes_sent {
+        0 => o.push(b'-'),
+        n => num(o, n),
+    }
+}
+
+/// Apache's `combined` format (see [`write_common`]).
+pub(super) fn write_combined(r: &LogRecord, o: &mut Vec<u8>) {
+    write_common(r, o);
+    o.extend_from_slice(b" \"");
+    write_header(r, o, &REFERER, false, false);
+    o.extend_from_slice(b"\" \"");
+    write_header(r, o, &USER_AGENT, false, false);
+    o.push(b'"');
+}
+
+/// `%r`: method, path and query, protocol.
+pub(super) fn write_request(r: &LogRecord, o: &mut Vec<u8>) {
+    // A method is a token (the http crate admits nothing else), which never needs escaping.
+    if r.method == http::Method::GET {
+        o.extend_from_slice(b"GET");
+    } else {
+        o.extend_from_slice(r.method.as_str().as_bytes());
+    }
+    o.push(b' ');
+    escape(o, r.head.path());
+    apache_query(r, o);
+    o.push(b' ');
+    write_protocol(o, r.version);
+}
+
+/// `%H`, a constant for the usual version.
+pub(super) fn write_protocol(o: &mut Vec<u8>, v: Version) {
+    if v == Version::HTTP_11 {
+        o.extend_from_slice(b"HTTP/1.1");
+    } else {
+        o.extend_from_slice(protocol(v).as_bytes());
+    }
+}
 
 /// `%{NAME}i` / `%{NAME}o`: all values joined with `, `; `-` when absent.
 pub(super) fn write_header(rec: &LogRecord, out: &mut Vec<u8>, name: &HeaderName, response: bool, redact: bool) {
@@ -163,7 +219,43 @@ pub(super) fn num(out: &mut Vec<u8>, n: u64) {
     }
 }
 
+/// A thread's last written address and its text: a client's requests come in runs.
+struct IpText {
+    ip: IpAddr,
+    text: [u8; 48],
+    len: usize,
+}
+
+thread_local! {
+    static LAST_IP: RefCell<Option<IpText>> = const { RefCell::new(None) };
+}
+
 pub(super) fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+    let cached = LAST_IP.try_with(|c| {
+        let mut last = c.try_borrow_mut().ok()?;
+        match &*last {
+            // All of the fixed-size text, then cut: a constant-length copy is written in place.
+            Some(t) if t.ip == ip => {
+                out.extend_from_slice(&t.text);
+                out.truncate(out.len() - (t.text.len() - t.len));
+            }
+            _ => {
+                let start = out.len();
+                format_ip(out, ip);
+                let written = out.get(start..)?;
+                let mut text = [0u8; 48];
+                text.get_mut(..written.len())?.copy_from_slice(written);
+                *last = Some(IpText { ip, text, len: written.len() });
+            }
+        }
+        Some(())
+    });
+    if cached.ok().flatten().is_none() {
+        format_ip(out, ip);
+    }
+}
+
+fn format_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             // Into a local buffer, then one copy: a push per byte costs a capacity check each.
@@ -358,7 +450,7 @@ pub(super) struct Stamp {
 }
 
 thread_local! {
-    static STAMP: Cell<Option<Stamp>> = const { Cell::new(None) };
+    static STAMP: RefCell<Option<Stamp>> = const { RefCell::new(None) };
 }
 
 /// The formatted second of `t` (UTC) and its milliseconds. Times before 1970 or after 9999
@@ -368,10 +460,9 @@ pub(super) fn stamp(t: SystemTime) -> (Stamp, u32) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let ms = d.subsec_millis();
     let secs = d.as_secs();
-    if let Some(cached) = STAMP.try_with(Cell::get).ok().flatten() {
-        if cached.secs == secs {
-            return (cached, ms);
-        }
+    let cached = STAMP.try_with(|c| c.try_borrow().ok().and_then(|s| s.filter(|s| s.secs == secs)));
+    if let Some(cached) = cached.ok().flatten() {
+        return (cached, ms);
     }
     let dt = i64::try_from(secs)
         .ok()
@@ -389,17 +480,29 @@ pub(super) fn stamp(t: SystemTime) -> (Stamp, u32) {
     // Fixed widths: both fit exactly, and writing to a slice cannot fail otherwise.
     let _ = write!(&mut stamp.clf[..], "{day:02}/{mon}/{year:04}:{h:02}:{m:02}:{s:02} +0000");
     let _ = write!(&mut stamp.rfc[..], "{year:04}-{:02}-{day:02}T{h:02}:{m:02}:{s:02}", u8::from(month));
-    let _ = STAMP.try_with(|c| c.set(Some(stamp)));
+    let _ = STAMP.try_with(|c| {
+        if let Ok(mut s) = c.try_borrow_mut() {
+            *s = Some(stamp);
+        }
+    });
     (stamp, ms)
 }
 
-/// `%t`'s text: `10/Oct/2000:13:55:36 +0000` (UTC), from the thread's formatted second when
-/// `t` is in it.
-pub(super) fn clf(t: SystemTime) -> [u8; 26] {
-    match STAMP.try_with(Cell::get).ok().flatten() {
-        Some(cached) if cached.from <= t && t < cached.until => cached.clf,
-        _ => stamp(t).0.clf,
+/// `%t`: `[10/Oct/2000:13:55:36 +0000]` (UTC), from the thread's formatted second when `t` is
+/// in it.
+pub(super) fn write_clf(out: &mut Vec<u8>, t: SystemTime) {
+    out.push(b'[');
+    // Borrowed in place: copying the stamp out costs more than the comparison.
+    let cached = STAMP.try_with(|c| {
+        let s = c.try_borrow().ok()?;
+        let s = s.as_ref().filter(|s| s.from <= t && t < s.until)?;
+        out.extend_from_slice(&s.clf);
+        Some(())
+    });
+    if cached.ok().flatten().is_none() {
+        out.extend_from_slice(&stamp(t).0.clf);
     }
+    out.push(b']');
 }
 
 /// `2000-10-10T13:55:36.123Z` (UTC).

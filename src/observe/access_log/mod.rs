@@ -5,11 +5,10 @@
 //! reopened on demand (the gateway calls [`AccessLog::reopen`] on SIGUSR1, after logrotate has
 //! renamed the file).
 //!
-//! The request path only formats the line into a thread-local buffer and enqueues it on a
-//! bounded queue; a dedicated writer thread does all I/O, batching lines through a `BufWriter`
-//! that is flushed whenever the queue runs dry (then it lets lines gather for 2 ms, so a line
-//! reaches the file within a few milliseconds). When the queue is full the line is dropped and
-//! counted ([`AccessLog::dropped`]); logging never blocks and never fails a request.
+//! The request path only formats the line, straight into a buffer of its thread that the
+//! writer takes whole (see `writer`); a dedicated writer thread does all I/O, in rounds about
+//! 10 ms apart, so a line reaches the file within about 10 ms. When a thread's buffer is full the line is dropped and counted ([`AccessLog::dropped`]); logging
+//! never blocks and never fails a request.
 //!
 //! Secrets never reach the log: the headers in [`REDACTED_HEADERS`] print `[redacted]` even
 //! when a format names them, and the query parameters in [`REDACTED_QUERY_PARAMS`] have their
@@ -19,29 +18,30 @@
 //! Times are written in UTC: `%t` is `[10/Oct/2000:13:55:36 +0000]`, JSON `time` is RFC 3339
 //! with milliseconds and a `Z` suffix.
 //!
-//! This file holds the record, format parsing and the writer thread; `format` writes the values
-//! of a record (the named fields, escaping, redaction and time stamps), `tests` its unit tests.
+//! This file holds the record and format parsing; `format` writes the values of a record (the
+//! named fields, escaping, redaction and time stamps), `writer` hands lines to the writer
+//! thread and writes them, `tests` holds the unit tests.
 
 pub mod format;
 #[cfg(test)]
 mod tests;
+mod writer;
 
-use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, REFERER, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, REFERER, USER_AGENT};
 use http::{Method, Version};
 use tokio::sync::{mpsc, oneshot};
 
-use format::{apache_query, bytes, clf, escape, host, ip, micros, num, protocol, text, write_header, write_json};
+use format::{apache_query, bytes, escape, host, ip, micros, num, text, write_clf, write_header, write_json};
+use format::{write_combined, write_common, write_protocol, write_request};
 use format::{FieldFn, FIELDS};
+use writer::{Msg, Shared, Sink};
 
 use crate::route::Route;
 
@@ -63,17 +63,11 @@ pub const COMMON: &str = "%h %l %u %t \"%r\" %>s %b";
 /// Apache's `combined` format, the default.
 pub const COMBINED: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\"";
 
-/// Lines the queue holds before new lines are dropped (about 5 MB of typical lines).
+/// Lines each thread holds for the writer before its new lines are dropped (about 5 MB of
+/// typical lines).
 pub const DEFAULT_QUEUE_LINES: usize = 16_384;
-/// How long the writer lets lines gather after draining the queue: bounds how late a line
-/// is written, and saves the request path a wake-up syscall per line.
-const BATCH_WINDOW: Duration = Duration::from_millis(2);
-/// Size of the writer's `BufWriter`.
-const WRITE_BUFFER: usize = 64 * 1024;
-/// Size of each thread's `BytesMut` chunk that queued lines are split from.
-const CHUNK: usize = 64 * 1024;
-/// A thread's format buffer is shrunk back when a huge line grew it beyond this.
-const SCRATCH_MAX: usize = 64 * 1024;
+/// Wake-ups and flush requests the writer's channel holds.
+const WAKE_QUEUE: usize = 256;
 
 /// Everything a log line can say about one finished request. Built by the proxy once per
 /// request: the text of the request and response heads is copied into one [`HeadText`], names
@@ -256,6 +250,12 @@ impl HeadText {
         self.request_id = self.push(id.as_bytes());
     }
 
+    /// The gateway's request id, which is visible ASCII (`edge::request_id` makes or admits no
+    /// other), so it needs no text check.
+    pub fn set_request_id_value(&mut self, id: &HeaderValue) {
+        self.request_id = self.push(id.as_bytes());
+    }
+
     /// Adds a value of a request (`%{NAME}i`) or response (`%{NAME}o`) header.
     pub fn add_header(&mut self, response: bool, name: &HeaderName, value: &[u8]) {
         let span = self.push(value);
@@ -275,6 +275,29 @@ impl HeadText {
                 self.add_header(response, name, v.as_bytes());
             }
         }
+    }
+
+    /// [`HeadText::pick_headers`] of a request, also returning its Host header: one walk over a
+    /// small map, where a hashed lookup per name costs more than comparing the names it has.
+    pub fn pick_request_headers<'m>(&mut self, names: &[HeaderName], map: &'m HeaderMap) -> Option<&'m HeaderValue> {
+        if map.len() > 16 || names.len() > 64 {
+            self.pick_headers(false, names, map);
+            return map.get(HOST);
+        }
+        let mut host = None;
+        let mut seen = 0u64;
+        for (name, value) in map {
+            if host.is_none() && *name == HOST {
+                host = Some(value);
+            }
+            if let Some(i) = names.iter().position(|n| n == name) {
+                if seen & (1 << i) == 0 {
+                    seen |= 1 << i;
+                    self.add_header(false, name, value.as_bytes());
+                }
+            }
+        }
+        host
     }
 
     pub fn path(&self) -> &[u8] {
@@ -304,11 +327,47 @@ impl HeadText {
     }
 }
 
-/// One compiled element of an Apache format.
+/// One compiled element of an Apache format: the common directives have their own arms (a
+/// `match` the compiler lays out as a jump table, each arm inlined), the `%{name}g` fields a
+/// function of [`FIELDS`].
 #[derive(Clone, Debug)]
 enum Piece {
     Literal(Box<[u8]>),
-    /// A value of the record, written Apache-style.
+    /// `%h`
+    ClientIp,
+    /// `%u`
+    User,
+    /// `%t`
+    Time,
+    /// `%r`
+    Request,
+    /// `%>s`, `%s`
+    Status,
+    /// `%b`: `-` for none
+    BytesClf,
+    /// `%B`
+    Bytes,
+    /// `%D`, `%{us}T`
+    Micros,
+    /// `%{ms}T`
+    Millis,
+    /// `%T`, `%{s}T`
+    Secs,
+    /// `%v`
+    Host,
+    /// `%p`, `%{local}p`, `%{canonical}p`
+    LocalPort,
+    /// `%{remote}p`
+    PeerPort,
+    /// `%U`
+    Path,
+    /// `%q`
+    Query,
+    /// `%m`
+    Method,
+    /// `%H`
+    Protocol,
+    /// `%{name}g`: a value of the record, written Apache-style.
     Value(FieldFn),
     Header {
         name: HeaderName,
@@ -321,6 +380,14 @@ enum Piece {
 #[derive(Clone, Debug)]
 pub struct ApacheFormat {
     pieces: Vec<Piece>,
+    /// `common` or `combined`, which have a writer of their own.
+    standard: Option<Standard>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standard {
+    Common,
+    Combined,
 }
 
 /// A compiled access-log format.
@@ -381,17 +448,50 @@ impl LogFormat {
     pub fn write(&self, rec: &LogRecord, out: &mut Vec<u8>) {
         match self {
             LogFormat::Apache(f) => {
-                for piece in &f.pieces {
-                    match piece {
-                        Piece::Literal(l) => out.extend_from_slice(l),
-                        Piece::Value(value) => value(rec, out, false),
-                        Piece::Header { name, response, redact } => write_header(rec, out, name, *response, *redact),
+                // Room for a usual line at once, so the many small appends never reallocate.
+                out.reserve(256);
+                match f.standard {
+                    Some(Standard::Combined) => write_combined(rec, out),
+                    Some(Standard::Common) => write_common(rec, out),
+                    None => {
+                        for piece in &f.pieces {
+                            write_piece(piece, rec, out);
+                        }
                     }
                 }
             }
             LogFormat::Json => write_json(rec, out),
         }
         out.push(b'\n');
+    }
+}
+
+#[inline]
+fn write_piece(piece: &Piece, r: &LogRecord, o: &mut Vec<u8>) {
+    match piece {
+        Piece::Literal(l) => o.extend_from_slice(l),
+        Piece::ClientIp => ip(o, r.client_ip),
+        Piece::User => text(o, bytes(&r.user), false),
+        Piece::Time => write_clf(o, r.time),
+        Piece::Request => write_request(r, o),
+        Piece::Status => num(o, r.status.into()),
+        Piece::BytesClf => match r.bytes_sent {
+            0 => o.push(b'-'),
+            n => num(o, n),
+        },
+        Piece::Bytes => num(o, r.bytes_sent),
+        Piece::Micros => num(o, micros(r.duration)),
+        Piece::Millis => num(o, micros(r.duration) / 1000),
+        Piece::Secs => num(o, r.duration.as_secs()),
+        Piece::Host => text(o, host(r), false),
+        Piece::LocalPort => num(o, r.local_port.into()),
+        Piece::PeerPort => num(o, r.peer_port.into()),
+        Piece::Path => escape(o, r.head.path()),
+        Piece::Query => apache_query(r, o),
+        Piece::Method => o.extend_from_slice(r.method.as_str().as_bytes()),
+        Piece::Protocol => write_protocol(o, r.version),
+        Piece::Value(value) => value(r, o, false),
+        Piece::Header { name, response, redact } => write_header(r, o, name, *response, *redact),
     }
 }
 
@@ -441,60 +541,50 @@ fn parse_apache(spec: &str) -> Result<ApacheFormat, String> {
     if !lit.is_empty() {
         pieces.push(Piece::Literal(lit.into()));
     }
-    Ok(ApacheFormat { pieces })
+    let standard = match spec {
+        COMMON => Some(Standard::Common),
+        COMBINED => Some(Standard::Combined),
+        _ => None,
+    };
+    Ok(ApacheFormat { pieces, standard })
 }
 
 fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
-    let value: FieldFn = match (c, arg) {
-        ('%', None) => return Ok(Piece::Literal(Box::new(*b"%"))),
+    Ok(match (c, arg) {
+        ('%', None) => Piece::Literal(Box::new(*b"%")),
         // Always `-` (no identd): a literal, merged with its neighbours.
-        ('l', None) => return Ok(Piece::Literal(Box::new(*b"-"))),
+        ('l', None) => Piece::Literal(Box::new(*b"-")),
         ('i' | 'o', Some(name)) => {
             let name =
                 HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| "invalid header name in directive")?;
             let redact = REDACTED_HEADERS.contains(&name.as_str());
             let response = c == 'o';
-            return Ok(Piece::Header { name, response, redact });
+            Piece::Header { name, response, redact }
         }
         ('g', Some(name)) => match FIELDS.iter().find(|(n, _)| *n == name.trim()) {
-            Some((_, field)) => *field,
+            Some((_, field)) => Piece::Value(*field),
             None => return Err("unknown gateway field in directive"),
         },
         ('i' | 'o' | 'g', None) => return Err("missing {NAME} in directive"),
-        ('h', None) => |r, o, _| ip(o, r.client_ip),
-        ('u', None) => |r, o, _| text(o, bytes(&r.user), false),
-        ('t', None) => |r, o, _| {
-            o.push(b'[');
-            o.extend_from_slice(&clf(r.time));
-            o.push(b']');
-        },
-        ('r', None) => |r, o, _| {
-            escape(o, r.method.as_str().as_bytes());
-            o.push(b' ');
-            escape(o, r.head.path());
-            apache_query(r, o);
-            o.push(b' ');
-            o.extend_from_slice(protocol(r.version).as_bytes());
-        },
-        ('s', None) => |r, o, _| num(o, r.status.into()),
-        ('b', None) => |r, o, _| match r.bytes_sent {
-            0 => o.push(b'-'),
-            n => num(o, n),
-        },
-        ('B', None) => |r, o, _| num(o, r.bytes_sent),
-        ('D', None) | ('T', Some("us")) => |r, o, _| num(o, micros(r.duration)),
-        ('T', Some("ms")) => |r, o, _| num(o, micros(r.duration) / 1000),
-        ('T', None | Some("s")) => |r, o, _| num(o, r.duration.as_secs()),
-        ('v', None) => |r, o, _| text(o, host(r), false),
-        ('p', None | Some("local" | "canonical")) => |r, o, _| num(o, r.local_port.into()),
-        ('p', Some("remote")) => |r, o, _| num(o, r.peer_port.into()),
-        ('U', None) => |r, o, _| escape(o, r.head.path()),
-        ('q', None) => |r, o, _| apache_query(r, o),
-        ('m', None) => |r, o, _| escape(o, r.method.as_str().as_bytes()),
-        ('H', None) => |r, o, _| o.extend_from_slice(protocol(r.version).as_bytes()),
+        ('h', None) => Piece::ClientIp,
+        ('u', None) => Piece::User,
+        ('t', None) => Piece::Time,
+        ('r', None) => Piece::Request,
+        ('s', None) => Piece::Status,
+        ('b', None) => Piece::BytesClf,
+        ('B', None) => Piece::Bytes,
+        ('D', None) | ('T', Some("us")) => Piece::Micros,
+        ('T', Some("ms")) => Piece::Millis,
+        ('T', None | Some("s")) => Piece::Secs,
+        ('v', None) => Piece::Host,
+        ('p', None | Some("local" | "canonical")) => Piece::LocalPort,
+        ('p', Some("remote")) => Piece::PeerPort,
+        ('U', None) => Piece::Path,
+        ('q', None) => Piece::Query,
+        ('m', None) => Piece::Method,
+        ('H', None) => Piece::Protocol,
         _ => return Err("unsupported directive"),
-    };
-    Ok(Piece::Value(value))
+    })
 }
 
 /// Where the lines go.
@@ -504,24 +594,6 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
-enum Msg {
-    Line(Bytes),
-    Reopen,
-    Flush(oneshot::Sender<()>),
-}
-
-/// State shared by the handles and the writer thread.
-#[derive(Debug, Default)]
-struct Shared {
-    dropped: AtomicU64,
-    write_errors: AtomicU64,
-    /// Set by `reopen` when the queue was too full to carry a `Reopen` message in order.
-    reopen_pending: AtomicBool,
-    /// Tests hold this to stall the writer.
-    #[cfg(test)]
-    gate: std::sync::Mutex<()>,
-}
-
 #[derive(Debug)]
 struct Inner {
     format: LogFormat,
@@ -529,32 +601,27 @@ struct Inner {
     shared: Arc<Shared>,
 }
 
-/// The access log: a bounded queue in front of a writer thread. Cheap to clone. The writer
-/// drains the queue and exits when the last handle is dropped; call [`AccessLog::flush`]
-/// before the process exits.
+/// The access log: bounded per-thread buffers in front of a writer thread. Cheap to clone.
+/// The writer writes what is left and exits when the last handle is dropped; call
+/// [`AccessLog::flush`] before the process exits.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     inner: Arc<Inner>,
 }
 
-thread_local! {
-    /// Per-thread format buffer, and the chunk that queued lines are split off.
-    static SCRATCH: RefCell<(Vec<u8>, BytesMut)> =
-        RefCell::new((Vec::with_capacity(1024), BytesMut::new()));
-}
-
 impl AccessLog {
     /// Opens the target now (append, create) so errors surface at start-up, and spawns the
-    /// writer with a queue of [`DEFAULT_QUEUE_LINES`].
+    /// writer; each thread holds up to [`DEFAULT_QUEUE_LINES`] lines for it.
     pub fn start(format: LogFormat, target: LogTarget) -> io::Result<AccessLog> {
         Self::start_with_capacity(format, target, DEFAULT_QUEUE_LINES)
     }
 
-    /// [`AccessLog::start`] with a queue of `lines` lines (at least 1).
+    /// [`AccessLog::start`] with each thread holding at most `lines` lines (at least 1) for
+    /// the writer.
     pub fn start_with_capacity(format: LogFormat, target: LogTarget, lines: usize) -> io::Result<AccessLog> {
         let sink = Sink::open(target)?;
-        let (tx, rx) = mpsc::channel(lines.max(1));
-        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel(WAKE_QUEUE);
+        let shared = Arc::new(Shared::new(lines));
         let writer_shared = Arc::clone(&shared);
         // A dedicated OS thread rather than a tokio task: every write is a blocking syscall
         // (a slow disk, or a stdout pipe whose reader stalls), which must not occupy an async
@@ -563,56 +630,29 @@ impl AccessLog {
         // runtime.
         std::thread::Builder::new()
             .name("access-log".to_owned())
-            .spawn(move || run_writer(rx, sink, &writer_shared))?;
+            .spawn(move || writer::run(rx, sink, &writer_shared))?;
         Ok(AccessLog { inner: Arc::new(Inner { format, tx, shared }) })
     }
 
-    /// Formats `rec` and enqueues the line. Never blocks and never fails: when the queue is
-    /// full the line is dropped and counted.
+    /// Formats `rec` into this thread's buffer. Never blocks and never fails: when the buffer
+    /// is full the line is dropped and counted.
     pub fn log(&self, rec: &LogRecord) {
         let inner = &*self.inner;
-        if inner.tx.capacity() == 0 {
-            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let line = SCRATCH
-            .try_with(|cell| {
-                let mut scratch = cell.try_borrow_mut().ok()?;
-                let (buf, chunk) = &mut *scratch;
-                buf.clear();
-                inner.format.write(rec, buf);
-                if chunk.capacity() < buf.len() {
-                    // Reuses the old allocation once the writer dropped all its lines.
-                    chunk.reserve(CHUNK.max(buf.len()));
-                }
-                chunk.extend_from_slice(buf);
-                if buf.capacity() > SCRATCH_MAX {
-                    *buf = Vec::with_capacity(1024);
-                }
-                Some(chunk.split().freeze())
-            })
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| {
-                let mut buf = Vec::with_capacity(512);
-                inner.format.write(rec, &mut buf);
-                Bytes::from(buf)
-            });
-        if inner.tx.try_send(Msg::Line(line)).is_err() {
-            inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if inner.shared.append(|out| inner.format.write(rec, out)) {
+            // The first line since the writer last came: wake it. A full channel means it has
+            // wake-ups waiting already.
+            let _ = inner.tx.try_send(Msg::Wake);
         }
     }
 
     /// The next line goes to a freshly opened file (logrotate: rename, then SIGUSR1). Lines
-    /// enqueued before the call still go to the old file, unless the queue is full, in which
-    /// case the writer reopens before its next line. No-op for stdout.
+    /// logged before the call still go to the old file, from every thread. No-op for stdout.
     pub fn reopen(&self) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.tx.try_send(Msg::Reopen) {
-            self.inner.shared.reopen_pending.store(true, Ordering::Release);
-        }
+        self.inner.shared.reopen();
+        let _ = self.inner.tx.try_send(Msg::Wake);
     }
 
-    /// Lines dropped because the queue was full.
+    /// Lines dropped because a thread's buffer was full (the writer fell behind).
     pub fn dropped(&self) -> u64 {
         self.inner.shared.dropped.load(Ordering::Relaxed)
     }
@@ -622,94 +662,11 @@ impl AccessLog {
         self.inner.shared.write_errors.load(Ordering::Relaxed)
     }
 
-    /// Waits until everything enqueued before the call is written and flushed.
+    /// Waits until everything logged before the call is written and flushed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.inner.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
-}
-
-/// The writer's end: a buffered stdout or file.
-struct Sink {
-    path: Option<PathBuf>,
-    out: BufWriter<Box<dyn Write + Send>>,
-}
-
-impl Sink {
-    fn open(target: LogTarget) -> io::Result<Sink> {
-        let (path, out): (_, Box<dyn Write + Send>) = match target {
-            LogTarget::Stdout => (None, Box::new(io::stdout())),
-            LogTarget::File(path) => {
-                let file = open_file(&path)?;
-                (Some(path), Box::new(file))
-            }
-        };
-        Ok(Sink { path, out: BufWriter::with_capacity(WRITE_BUFFER, out) })
-    }
-
-    fn write(&mut self, line: &[u8], shared: &Shared) {
-        if let Err(e) = self.out.write_all(line) {
-            report(shared, "write", &e);
-        }
-    }
-
-    fn flush(&mut self, shared: &Shared) {
-        if let Err(e) = self.out.flush() {
-            report(shared, "flush", &e);
-        }
-    }
-
-    fn reopen(&mut self, shared: &Shared) {
-        let Some(path) = &self.path else { return };
-        if let Err(e) = self.out.flush() {
-            report(shared, "flush", &e);
-        }
-        match open_file(path) {
-            Ok(file) => self.out = BufWriter::with_capacity(WRITE_BUFFER, Box::new(file)),
-            // Keep writing to the old file rather than losing lines.
-            Err(e) => report(shared, "reopen", &e),
-        }
-    }
-}
-
-fn open_file(path: &std::path::Path) -> io::Result<File> {
-    OpenOptions::new().append(true).create(true).open(path)
-}
-
-/// Counts an I/O error; reports the 1st, 2nd, 4th, 8th... on stderr so a full disk does not
-/// flood it.
-fn report(shared: &Shared, what: &str, e: &io::Error) {
-    let n = shared.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
-        let _ = writeln!(io::stderr(), "access log: {what} failed ({n} errors so far): {e}");
-    }
-}
-
-fn run_writer(mut rx: mpsc::Receiver<Msg>, mut sink: Sink, shared: &Shared) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            #[cfg(test)]
-            let _paused = shared.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if shared.reopen_pending.load(Ordering::Relaxed) && shared.reopen_pending.swap(false, Ordering::AcqRel) {
-                sink.reopen(shared);
-            }
-            match msg {
-                Msg::Line(line) => sink.write(&line, shared),
-                Msg::Reopen => sink.reopen(shared),
-                Msg::Flush(done) => {
-                    sink.flush(shared);
-                    let _ = done.send(());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        // The queue ran dry: push the batch out, then let lines gather for a moment. While
-        // the writer sleeps, senders find no waker to call, so the hot path makes no syscall.
-        sink.flush(shared);
-        std::thread::sleep(BATCH_WINDOW);
-    }
-    sink.flush(shared);
 }

@@ -185,10 +185,12 @@ struct Probe<'a> {
 
 impl Probe<'_> {
     fn matches(&self, k: &Key) -> bool {
+        // The names of a key are its series' (interned) ones, so the same pointers usually.
+        let same = |a: &Arc<str>, b: &str| std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b;
         k.status == self.status
             && k.layer == self.layer
-            && *k.api == *self.api
-            && *k.operation == *self.operation
+            && same(&k.api, self.api)
+            && same(&k.operation, self.operation)
             && k.product.as_deref() == self.product
             && k.subscription.as_deref() == self.subscription
     }
@@ -218,13 +220,15 @@ impl Analytics {
         // The series stands for its API and operation names: it is interned, one per name pair
         // in the registry that lives as long as this aggregator, so equal names mean the same
         // series (hashing its address instead of the two names saves most of the hashing).
-        let hash = self.hasher.hash_one((
-            std::ptr::from_ref(series) as usize,
-            probe.product,
-            probe.subscription,
-            probe.status,
-            probe.layer,
-        ));
+        // The names of a product and subscription, when there are any, are hashed; the rest
+        // is a few small numbers, mixed by one multiplication.
+        let names = match (probe.product, probe.subscription) {
+            (None, None) => 0,
+            names => self.hasher.hash_one(names),
+        };
+        let hash = mix((std::ptr::from_ref(series) as u64)
+            ^ names.rotate_left(29)
+            ^ (u64::from(probe.status) << 8 | u64::from(probe.layer)).rotate_right(16));
         let mut shard = self.shards[(hash >> 59) as usize % SHARDS].lock();
         let table = shard.minute(minute);
         if let Some(e) = table.find_mut(hash, |e| probe.matches(&e.key)) {
@@ -338,6 +342,13 @@ impl Analytics {
             }
         }
     }
+}
+
+/// Spreads `x` over all 64 bits (the shard takes the top ones, the table both ends): a
+/// folded multiplication by the golden ratio.
+fn mix(x: u64) -> u64 {
+    let m = u128::from(x) * 0x9e37_79b9_7f4a_7c15;
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
 impl Shard {

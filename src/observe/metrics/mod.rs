@@ -84,6 +84,27 @@ pub struct RequestFacts {
     pub bytes_sent: u64,
 }
 
+impl RequestFacts {
+    /// Makes the facts equal to the default again, field by field (building a default and
+    /// moving it in copies the whole struct): reused facts must not keep a reloaded-away route
+    /// alive, nor tell anything of the last request.
+    pub(crate) fn reset(&mut self) {
+        self.route = None;
+        self.product = None;
+        self.subscription = None;
+        self.backend = None;
+        self.status = 0;
+        self.layer = None;
+        self.policy = None;
+        self.upstream_status = None;
+        self.time_edge = Duration::ZERO;
+        self.time_policy = None;
+        self.time_backend = None;
+        self.duration = Duration::ZERO;
+        self.bytes_sent = 0;
+    }
+}
+
 /// Request counts of one label set, by status class and layer.
 #[derive(Debug, Default)]
 pub struct Cells {
