@@ -51,17 +51,24 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         return;
     }
     if present & 1 != 0 {
-        // Remove the fields that Connection nominates, then Connection itself.
-        let nominated: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|c| *c == b','))
-            .map(trim)
-            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH && hop_by_hop_bit(n) == 0)
-            .collect();
-        h.remove(header::CONNECTION);
+        // Connection's values are taken out in one lookup; the fields they nominate go after
+        // (the common `keep-alive` / `close` nominate none, and then nothing is allocated).
+        let mut nominated: Vec<HeaderName> = Vec::new();
+        if let header::Entry::Occupied(entry) = h.entry(header::CONNECTION) {
+            let (_, values) = entry.remove_entry_mult();
+            for value in values {
+                for token in value.as_bytes().split(|c| *c == b',').map(trim) {
+                    if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+                        continue;
+                    }
+                    if let Ok(name) = HeaderName::from_bytes(token) {
+                        if name != header::HOST && name != header::CONTENT_LENGTH && hop_by_hop_bit(&name) == 0 {
+                            nominated.push(name);
+                        }
+                    }
+                }
+            }
+        }
         for name in nominated {
             h.remove(name);
         }
@@ -100,5 +107,26 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h[header::HOST], "a");
         assert_eq!(h[header::AUTHORIZATION], "Bearer x");
+    }
+
+    #[test]
+    fn every_connection_value_is_read_and_removed() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a , X-B"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert("x-c", HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-a").is_none() && h.get("x-b").is_none());
+        assert_eq!(h["x-c"], "3");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
     }
 }
