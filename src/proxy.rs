@@ -544,7 +544,7 @@ fn forward<'a>(
     let BackendCall { backend, called, out, timeout, retry, client_upgrade } =
         match prepare_backend_call(active, conn, route, path, call, request_id, peer_trusted, trace) {
             Ok(c) => c,
-            Err(problem) => return Either::Left(std::future::ready(Err(problem))),
+            Err(problem) => return Either::Left(std::future::ready(Err(*problem))),
         };
     Either::Right(async move {
         let backend_name: &str = &called;
@@ -618,17 +618,17 @@ fn prepare_backend_call<'a>(
     request_id: &HeaderValue,
     peer_trusted: bool,
     trace: &mut Trace,
-) -> Result<BackendCall<'a>, Problem> {
+) -> Result<BackendCall<'a>, Box<Problem>> {
     let snap = &active.snapshot;
     let Call { mut parts, body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
     // The backend actually called (a policy may have chosen another), for the log and metrics.
     let Some(called) = service.or_else(|| route.api.backend.clone()) else {
-        return Err(gateway_bug("the route has no backend"));
+        return Err(Box::new(gateway_bug("the route has no backend")));
     };
     trace.backend = Some(called.clone());
     let backend_name: &str = &called;
     let Some(backend) = active.upstreams.backends.get(backend_name) else {
-        return Err(gateway_bug("the route's backend is not running"));
+        return Err(Box::new(gateway_bug("the route's backend is not running")));
     };
     let upgrade = client_upgrade.is_some();
 
