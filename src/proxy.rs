@@ -100,6 +100,7 @@ pub async fn handle(
 
     // What the access log needs of the request, taken before the request is consumed.
     if let Some(log) = &active.access_log {
+        let needs = log.needs();
         let record = tail.begin_log(log.clone(), started);
         // An IPv4 peer is its own canonical form, so `peer_trusted` already says whether
         // `X-Forwarded-For` counts.
@@ -109,7 +110,9 @@ pub async fn handle(
         };
         record.peer_port = conn.peer.port();
         record.local_port = conn.local_port;
-        record.time = SystemTime::now();
+        // A format that prints only the second (`%t`) gets it from the thread's clock of
+        // seconds, mostly without a clock read.
+        record.time = if needs.time_ms { SystemTime::now() } else { crate::observe::clock::second_of(started) };
         record.method = req.method().clone();
         record.version = req.version();
         let head = &mut record.head;
@@ -118,16 +121,23 @@ pub async fn handle(
             (Some(q), names @ [_, ..]) => head.set_query(Some(&redact_named(q, names))),
             (q, _) => head.set_query(q),
         }
-        head.set_request_id_value(&request_id);
-        let host = head.pick_request_headers(&active.log_request_headers, req.headers());
+        if needs.request_id {
+            head.set_request_id_value(&request_id);
+        }
+        let host = match (needs.host, &active.log_request_headers[..]) {
+            (false, []) => None,
+            (_, names) => head.pick_request_headers(names, req.headers()),
+        };
         // The Host header (when it is text), else the :authority of an HTTP/2 request.
-        head.set_host(
-            match host {
-                Some(h) => h.to_str().ok(),
-                None => req.uri().authority().map(|a| a.as_str()),
-            }
-            .map(strip_port),
-        );
+        if needs.host {
+            head.set_host(
+                match host {
+                    Some(h) => h.to_str().ok(),
+                    None => req.uri().authority().map(|a| a.as_str()),
+                }
+                .map(strip_port),
+            );
+        }
     }
 
     // What the client accepts, read before `serve` consumes the request; only when configured.
@@ -160,16 +170,21 @@ pub async fn handle(
     if let Some(record) = tail.finish_log() {
         record.status = resp.status().as_u16();
         record.head.pick_headers(true, &active.log_response_headers, resp.headers());
-        record.route = trace.route.clone();
-        record.product = trace.caller.as_ref().and_then(|c| c.product.clone());
-        record.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
-        record.backend = trace.backend.clone();
-        record.layer = trace.layer.map(Layer::as_str);
-        record.policy = trace.policy;
-        record.upstream_status = trace.upstream_status;
-        record.time_edge = time_edge;
-        record.time_policy = trace.time_policy;
-        record.time_backend = trace.time_backend;
+        // The gateway's names and timings only for a format that prints them (`common` and
+        // `combined` do not): each name is a reference count taken now and dropped with the
+        // record.
+        if active.access_log.as_ref().is_some_and(|l| l.needs().gateway) {
+            record.route = trace.route.clone();
+            record.product = trace.caller.as_ref().and_then(|c| c.product.clone());
+            record.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
+            record.backend = trace.backend.clone();
+            record.layer = trace.layer.map(Layer::as_str);
+            record.policy = trace.policy;
+            record.upstream_status = trace.upstream_status;
+            record.time_edge = time_edge;
+            record.time_policy = trace.time_policy;
+            record.time_backend = trace.time_backend;
+        }
     }
     // Filled in place, in the tail's one allocation, like the record.
     if let Some(facts) = active.observe.finish(&mut tail, started, span) {

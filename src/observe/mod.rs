@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod analytics;
+pub mod clock;
 pub mod dashboard;
 pub mod metrics;
 pub mod recent;
@@ -173,7 +174,7 @@ impl Drop for RequestTail {
                 Some((started, duration)) if started == p.started() => duration,
                 _ => now.saturating_duration_since(p.started()),
             };
-            p.done(&mut d.facts, self.bytes_sent, duration);
+            p.done(&mut d.facts, self.bytes_sent, duration, now);
         }
         if let Some((status, hooks)) = d.sent_hooks.take() {
             for hook in hooks {

@@ -30,7 +30,8 @@ static BOUNDS_NS: std::sync::LazyLock<[u64; BUCKETS - 1]> =
     std::sync::LazyLock::new(|| std::array::from_fn(|i| (bound_us(i) * 1e3) as u64));
 
 fn bucket(d: Duration) -> usize {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    // `as_nanos` in 64 bits (its `u128` costs more), saturating where it would not fit.
+    let ns = d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()));
     BOUNDS_NS.partition_point(|b| *b <= ns)
 }
 
@@ -161,6 +162,7 @@ mod tests {
         assert_eq!(bucket(Duration::from_micros(71)), 2); // 50·√2 ≈ 70.7
         assert_eq!(bucket(Duration::from_micros(100)), 3);
         assert_eq!(bucket(Duration::from_secs(3600)), BUCKETS - 1);
+        assert_eq!(bucket(Duration::MAX), BUCKETS - 1);
     }
 
     #[test]

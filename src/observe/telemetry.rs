@@ -217,15 +217,15 @@ impl Pending {
         self.started
     }
 
-    /// Records the request of `facts`, which ended `duration` after it [started](Pending::started).
-    pub(super) fn done(&self, facts: &mut RequestFacts, bytes_sent: u64, duration: std::time::Duration) {
+    /// Records the request of `facts`, which ended `duration` after it [started](Pending::started),
+    /// at `now`.
+    pub(super) fn done(&self, facts: &mut RequestFacts, bytes_sent: u64, duration: std::time::Duration, now: Instant) {
         facts.bytes_sent = bytes_sent;
         facts.duration = duration;
         let telemetry = &self.observe.telemetry;
         let (metrics, analytics) = (self.observe.spec.metrics, self.observe.spec.analytics.enabled);
-        // One wall-clock reading for the dashboard's second and the analytics' minute.
-        let now_s = (metrics || analytics)
-            .then(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        // One second for the dashboard and the analytics' minute, mostly without a clock read.
+        let now_s = (metrics || analytics).then(|| super::clock::unix_second(now));
         if let (true, Some(now_s)) = (metrics, now_s) {
             telemetry.metrics.record(facts);
             telemetry.recent.record_in_second(now_s, facts);

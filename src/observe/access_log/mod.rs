@@ -80,7 +80,8 @@ pub struct LogRecord {
     pub peer_port: u16,
     /// `%p`, `%{local}p`, `%{canonical}p`: the listener's port.
     pub local_port: u16,
-    /// `%t`: request start.
+    /// `%t`: request start; the start of its second when the format prints no more
+    /// ([`Needs::time_ms`]).
     pub time: SystemTime,
     /// `%m`.
     pub method: Method,
@@ -367,8 +368,8 @@ enum Piece {
     Method,
     /// `%H`
     Protocol,
-    /// `%{name}g`: a value of the record, written Apache-style.
-    Value(FieldFn),
+    /// `%{name}g`: a value of the record (the field's name, its writer), written Apache-style.
+    Value(&'static str, FieldFn),
     Header {
         name: HeaderName,
         response: bool,
@@ -388,6 +389,38 @@ pub struct ApacheFormat {
 enum Standard {
     Common,
     Combined,
+}
+
+/// The fields of [`FIELDS`] that [`Needs::gateway`] stands for.
+const GATEWAY_FIELDS: [&str; 11] = [
+    "api",
+    "operation",
+    "product",
+    "subscription",
+    "backend",
+    "layer",
+    "policy",
+    "upstream_status",
+    "time_edge",
+    "time_policy",
+    "time_backend",
+];
+
+/// What of a request a format prints beyond its path, query, method, version, client, ports,
+/// status, size, duration and the headers of [`LogFormat::headers_used`]: the proxy fills only
+/// that into a [`LogRecord`] (`common` and `combined` print none of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// `%v`, the `host` field: [`HeadText::set_host`].
+    pub host: bool,
+    /// The `request_id` field: [`HeadText::set_request_id`].
+    pub request_id: bool,
+    /// The `time` field, to the millisecond; else only the second of [`LogRecord::time`] is
+    /// printed (`%t`).
+    pub time_ms: bool,
+    /// The API, operation, product, subscription, backend, layer, policy, upstream status and
+    /// layer timings.
+    pub gateway: bool,
 }
 
 /// A compiled access-log format.
@@ -429,11 +462,9 @@ impl LogFormat {
                             list.push(name.clone());
                         }
                     }
-                    if let Piece::Value(v) = piece {
+                    if let Piece::Value(name, _) = piece {
                         for (field, header) in [("user_agent", USER_AGENT), ("referer", REFERER)] {
-                            if FIELDS.iter().any(|(n, fv)| *n == field && std::ptr::fn_addr_eq(*fv, *v))
-                                && !req.contains(&header)
-                            {
+                            if *name == field && !req.contains(&header) {
                                 req.push(header);
                             }
                         }
@@ -442,6 +473,24 @@ impl LogFormat {
                 (req, resp)
             }
         }
+    }
+
+    /// What of a request this format prints beyond what every line may (see [`Needs`]).
+    pub fn needs(&self) -> Needs {
+        let LogFormat::Apache(f) = self else {
+            return Needs { host: true, request_id: true, time_ms: true, gateway: true };
+        };
+        let mut needs = Needs::default();
+        for piece in &f.pieces {
+            match piece {
+                Piece::Host | Piece::Value("host", _) => needs.host = true,
+                Piece::Value("request_id", _) => needs.request_id = true,
+                Piece::Value("time", _) => needs.time_ms = true,
+                Piece::Value(name, _) if GATEWAY_FIELDS.contains(name) => needs.gateway = true,
+                _ => {}
+            }
+        }
+        needs
     }
 
     /// Appends one line for `rec`, including the trailing `'\n'`.
@@ -490,7 +539,7 @@ fn write_piece(piece: &Piece, r: &LogRecord, o: &mut Vec<u8>) {
         Piece::Query => apache_query(r, o),
         Piece::Method => o.extend_from_slice(r.method.as_str().as_bytes()),
         Piece::Protocol => write_protocol(o, r.version),
-        Piece::Value(value) => value(r, o, false),
+        Piece::Value(_, value) => value(r, o, false),
         Piece::Header { name, response, redact } => write_header(r, o, name, *response, *redact),
     }
 }
@@ -562,7 +611,7 @@ fn directive(c: char, arg: Option<&str>) -> Result<Piece, &'static str> {
             Piece::Header { name, response, redact }
         }
         ('g', Some(name)) => match FIELDS.iter().find(|(n, _)| *n == name.trim()) {
-            Some((_, field)) => Piece::Value(*field),
+            Some(&(name, field)) => Piece::Value(name, field),
             None => return Err("unknown gateway field in directive"),
         },
         ('i' | 'o' | 'g', None) => return Err("missing {NAME} in directive"),
@@ -597,6 +646,7 @@ pub enum LogTarget {
 #[derive(Debug)]
 struct Inner {
     format: LogFormat,
+    needs: Needs,
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
 }
@@ -631,7 +681,13 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("access-log".to_owned())
             .spawn(move || writer::run(rx, sink, &writer_shared))?;
-        Ok(AccessLog { inner: Arc::new(Inner { format, tx, shared }) })
+        let needs = format.needs();
+        Ok(AccessLog { inner: Arc::new(Inner { format, needs, tx, shared }) })
+    }
+
+    /// What the format prints of a request beyond the basics ([`LogFormat::needs`]).
+    pub fn needs(&self) -> Needs {
+        self.inner.needs
     }
 
     /// Formats `rec` into this thread's buffer. Never blocks and never fails: when the buffer

@@ -642,3 +642,61 @@ fn headers_used_by_formats() {
         (vec![name("x-a"), USER_AGENT], vec![name("content-type")])
     );
 }
+
+#[test]
+fn a_remembered_line_start_is_the_one_written() {
+    let generic = |rec: &LogRecord| {
+        let LogFormat::Apache(mut f) = LogFormat::parse("combined").expect("format") else { panic!("apache") };
+        f.standard = None;
+        let mut out = Vec::new();
+        LogFormat::Apache(f).write(rec, &mut out);
+        String::from_utf8(out).expect("utf8")
+    };
+    let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms);
+    let mut rec = LogRecord { user: None, ..record() };
+    // The same client and second (remembered), another client, another second, a user, a
+    // client again after a user, and statuses in and beyond the table.
+    let steps: [(&str, SystemTime, Option<&str>, u16); 9] = [
+        ("192.0.2.7", at(971_182_536, 10), None, 200),
+        ("192.0.2.7", at(971_182_536, 990), None, 404),
+        ("192.0.2.8", at(971_182_536, 990), None, 99),
+        ("192.0.2.8", at(971_182_537, 0), None, 999),
+        ("192.0.2.8", at(971_182_537, 1), Some("frank"), 1000),
+        ("192.0.2.8", at(971_182_537, 2), None, 100),
+        ("2001:db8::1", at(971_182_537, 2), None, 0),
+        ("2001:db8::1", at(971_182_537, 3), None, 503),
+        ("192.0.2.8", UNIX_EPOCH - Duration::from_secs(1), None, 200),
+    ];
+    for (ip, time, user, status) in steps {
+        rec.client_ip = ip.parse().expect("ip");
+        rec.time = time;
+        rec.user = user.map(str::to_owned);
+        rec.status = status;
+        let want = generic(&rec);
+        assert_eq!(line("combined", &rec), want);
+        assert_eq!(line("combined", &rec), want, "written again");
+    }
+}
+
+#[test]
+fn formats_say_what_they_need_of_a_request() {
+    let needs = |spec: &str| LogFormat::parse(spec).expect("format").needs();
+    let none = Needs::default();
+    assert_eq!(needs("common"), none);
+    assert_eq!(needs("combined"), none);
+    assert_eq!(needs("%h %t %r %>s %D %{User-Agent}i %{referer}g %{status}g"), none);
+    assert_eq!(needs("json"), Needs { host: true, request_id: true, time_ms: true, gateway: true });
+    assert_eq!(needs("%v"), Needs { host: true, ..none });
+    assert_eq!(needs("%{host}g"), Needs { host: true, ..none });
+    assert_eq!(needs("%{request_id}g"), Needs { request_id: true, ..none });
+    assert_eq!(needs("%{time}g"), Needs { time_ms: true, ..none });
+    for field in GATEWAY_FIELDS {
+        assert_eq!(needs(&format!("%{{{field}}}g")), Needs { gateway: true, ..none }, "{field}");
+    }
+    // Every field is either printed from what every record holds or named by a need.
+    let basic = ["time", "client_ip", "method", "path", "query", "protocol", "status", "bytes_sent", "duration_ms"];
+    let other = ["host", "request_id", "user_agent", "referer", "user"];
+    for (name, _) in FIELDS {
+        assert!(basic.contains(name) || other.contains(name) || GATEWAY_FIELDS.contains(name), "{name}");
+    }
+}

@@ -15,7 +15,8 @@ pub const BUCKETS: u8 = 128;
 /// the thresholds below the duration's power of two ([`BELOW_POW2`]), so only the few of its
 /// doubling are compared.
 pub fn bucket(d: Duration) -> u8 {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    // `as_nanos` in 64 bits (its `u128` costs more), saturating where it would not fit.
+    let ns = d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()));
     let mut i = match ns.checked_ilog2() {
         Some(k) => usize::from(BELOW_POW2[k as usize]),
         None => 0,
@@ -87,8 +88,15 @@ impl Hist {
     }
 
     pub fn add(&mut self, b: u8, n: u64) {
-        match self.0.iter_mut().find(|(i, _)| *i == b) {
-            Some((_, c)) => *c += n,
+        match self.0.iter().position(|(i, _)| *i == b) {
+            Some(k) => {
+                self.0[k].1 += n;
+                // Each hit moves its pair one ahead, so the buckets most latencies fall in come
+                // first and the search usually stops after a pair or two.
+                if k > 0 {
+                    self.0.swap(k - 1, k);
+                }
+            }
             None => self.0.push((b, n)),
         }
     }
@@ -210,6 +218,17 @@ mod tests {
         assert!((450.0..550.0).contains(&p99), "{p99}");
         assert_eq!(a.quantiles([0.99])[0].map(|v| v < 2.2), Some(true));
         assert_eq!(Hist::default().quantiles([0.5]), [None]);
+    }
+
+    #[test]
+    fn frequent_buckets_move_ahead_and_counts_stay() {
+        let mut h = Hist::default();
+        for b in [3, 5, 7, 7, 7, 7] {
+            h.add(b, 1);
+        }
+        assert_eq!(h.0[0], (7, 4));
+        assert_eq!(h.count(), 6);
+        assert_eq!(h.encode(), "3:1,5:1,7:4");
     }
 
     #[test]

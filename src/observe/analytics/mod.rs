@@ -93,6 +93,9 @@ pub struct Row {
 
 struct Entry {
     hash: u64,
+    /// The address of the series whose names the key holds (0 for `~other`): a request's key
+    /// compares it rather than the names (the series are interned, see `record_at`).
+    series: usize,
     key: Key,
     agg: Agg,
 }
@@ -184,13 +187,16 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
+    /// Whether `k` is this key (the `~other` keys are found so; a request's own key by its
+    /// series and [`Probe::matches_beside_names`]).
     fn matches(&self, k: &Key) -> bool {
-        // The names of a key are its series' (interned) ones, so the same pointers usually.
-        let same = |a: &Arc<str>, b: &str| std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || **a == *b;
+        *k.api == *self.api && *k.operation == *self.operation && self.matches_beside_names(k)
+    }
+
+    /// [`Probe::matches`] but for the API and operation names.
+    fn matches_beside_names(&self, k: &Key) -> bool {
         k.status == self.status
             && k.layer == self.layer
-            && same(&k.api, self.api)
-            && same(&k.operation, self.operation)
             && k.product.as_deref() == self.product
             && k.subscription.as_deref() == self.subscription
     }
@@ -226,12 +232,13 @@ impl Analytics {
             (None, None) => 0,
             names => self.hasher.hash_one(names),
         };
-        let hash = mix((std::ptr::from_ref(series) as u64)
+        let id = std::ptr::from_ref(series) as usize;
+        let hash = mix(id as u64
             ^ names.rotate_left(29)
             ^ (u64::from(probe.status) << 8 | u64::from(probe.layer)).rotate_right(16));
         let mut shard = self.shards[(hash >> 59) as usize % SHARDS].lock();
         let table = shard.minute(minute);
-        if let Some(e) = table.find_mut(hash, |e| probe.matches(&e.key)) {
+        if let Some(e) = table.find_mut(hash, |e| e.series == id && probe.matches_beside_names(&e.key)) {
             e.agg.add(f);
             return;
         }
@@ -246,7 +253,7 @@ impl Analytics {
             };
             let mut agg = Agg::default();
             agg.add(f);
-            table.insert_unique(hash, Entry { hash, key, agg }, |e| e.hash);
+            table.insert_unique(hash, Entry { hash, series: id, key, agg }, |e| e.hash);
             return;
         }
         // Too many keys this minute: keep the counts, lose the names. The `~other` key lives in
@@ -268,7 +275,7 @@ impl Analytics {
         };
         let mut agg = Agg::default();
         agg.add(f);
-        table.insert_unique(ohash, Entry { hash: ohash, key, agg }, |e| e.hash);
+        table.insert_unique(ohash, Entry { hash: ohash, series: 0, key, agg }, |e| e.hash);
     }
 
     /// Moves the minutes that started before `before` (all of them when `None`) from the live

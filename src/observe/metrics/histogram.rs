@@ -1,5 +1,5 @@
 //! A Prometheus histogram made of atomics: recording is a bucket search over a short constant
-//! array plus three relaxed `fetch_add`s, with no lock and no allocation.
+//! array plus two relaxed `fetch_add`s, with no lock and no allocation.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,25 +17,42 @@ const LE: [&str; 16] = [
     "2.5", "5", "10",
 ];
 
+/// A duration placed: its bucket and microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    bucket: usize,
+    us: u64,
+}
+
+impl Sample {
+    pub fn of(d: Duration) -> Sample {
+        // `as_micros` in 64 bits (its `u128` costs more), saturating where it would not fit.
+        let us = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
+        Sample { bucket: BOUNDS_US.partition_point(|b| *b < us), us }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Histogram {
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf` only.
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf` only. Their sum is the
+    /// count, so recording keeps no count of its own.
     buckets: [AtomicU64; 17],
     sum_us: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Histogram {
     pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = BOUNDS_US.partition_point(|b| *b < us);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.add(Sample::of(d));
+    }
+
+    /// Records a sample measured once for several histograms.
+    pub fn add(&self, s: Sample) {
+        self.buckets[s.bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(s.us, Ordering::Relaxed);
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// Writes the `_bucket`, `_sum` and `_count` samples; `labels` is the already escaped label
@@ -74,6 +91,16 @@ mod tests {
         assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_count{a=\"b\"} 3\n"), "{out}");
+        assert_eq!(h.count(), 3);
+    }
+
+    #[test]
+    fn durations_beyond_the_microsecond_range_land_in_the_last_bucket() {
+        let h = Histogram::default();
+        h.observe(Duration::MAX);
+        h.observe(Duration::new(u64::MAX / 1_000_000, 999_999_999));
+        h.observe(Duration::new(u64::MAX / 1_000_000 - 1, 0));
+        assert_eq!(h.buckets[16].load(Ordering::Relaxed), 3);
         assert_eq!(h.count(), 3);
     }
 }
