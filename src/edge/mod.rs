@@ -142,7 +142,9 @@ pub struct Peer {
     pub tls: bool,
     /// The last `Forwarded` value made for an untrusted request and the Host it names: a
     /// connection's requests usually share their Host, so the value is made once, not per request.
-    last_forwarded: parking_lot::Mutex<Option<(Option<HeaderValue>, HeaderValue)>>,
+    /// The Host is a copy: the request's own value shares the connection's read buffer, which
+    /// it would keep alive for as long as the connection lives.
+    last_forwarded: parking_lot::Mutex<Option<(Option<Box<[u8]>>, HeaderValue)>>,
 }
 
 impl Peer {
@@ -204,10 +206,10 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         let value = {
             let mut last = peer.last_forwarded.lock();
             match &*last {
-                Some((host, value)) if host.as_ref() == d.host => value.clone(),
+                Some((host, value)) if host.as_deref() == d.host.map(HeaderValue::as_bytes) => value.clone(),
                 _ => {
                     let value = forwarded_value(None, peer, d.host);
-                    *last = Some((d.host.cloned(), value.clone()));
+                    *last = Some((d.host.map(|h| h.as_bytes().into()), value.clone()));
                     value
                 }
             }

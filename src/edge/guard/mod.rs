@@ -433,11 +433,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                         }
                         return Poll::Pending;
                     }
-                    if g.buf.is_empty() && g.buf.capacity() > 0 && (g.parked || !g.parking) {
+                    let busy = g.parking && !g.parked && g.released > 1;
+                    if g.buf.is_empty() && g.buf.capacity() > 0 && !busy {
                         // An idle keep-alive connection holds no read buffer (10,000 idle
-                        // connections would otherwise pin 160 MiB). One that may be parked keeps
-                        // it until it is: a busy connection then reuses one buffer for all its
-                        // requests instead of allocating 8 KiB for each.
+                        // connections would otherwise pin 160 MiB). A busy one — it already
+                        // carried more than one request, and may be parked — keeps it until it
+                        // parks, reusing one buffer for all its requests instead of allocating
+                        // 8 KiB for each. Not after a first request: clients that open many
+                        // connections for one request each would otherwise hold a buffer per
+                        // connection until the connections park.
                         g.buf = BytesMut::new();
                     }
                     if std::future::Future::poll(g.sleep.as_mut(), cx).is_pending() {
