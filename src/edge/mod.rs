@@ -132,6 +132,9 @@ pub fn request_id(headers: &HeaderMap, peer_trusted: bool) -> HeaderValue {
     new_request_id_value()
 }
 
+/// A connection's last `Forwarded` value and (a copy of) the Host it names.
+type LastForwarded = (Option<Box<[u8]>>, HeaderValue);
+
 /// Per-connection strings for the forwarding headers, built once when the connection opens.
 pub struct Peer {
     pub ip: IpAddr,
@@ -144,7 +147,7 @@ pub struct Peer {
     /// connection's requests usually share their Host, so the value is made once, not per request.
     /// The Host is a copy: the request's own value shares the connection's read buffer, which
     /// it would keep alive for as long as the connection lives.
-    last_forwarded: parking_lot::Mutex<Option<(Option<Box<[u8]>>, HeaderValue)>>,
+    last_forwarded: parking_lot::Mutex<Option<LastForwarded>>,
 }
 
 impl Peer {
