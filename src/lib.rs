@@ -10,6 +10,7 @@ pub mod compress;
 pub mod config;
 pub mod edge;
 pub mod expr;
+pub mod hashing;
 pub mod identity;
 pub mod listener;
 pub mod observe;

@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,26 +200,8 @@ impl ProductTable {
     }
 }
 
-/// The digest is already uniformly distributed and cannot be steered by a caller (preimage
-/// resistance), so its first eight bytes are the hash: no SipHash pass per request.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// A map key that feeds [`DigestHasher`] one `u64`.
+/// A map key that feeds [`crate::hashing::Precomputed`] one `u64`: the digest is uniformly
+/// distributed and cannot be steered by a caller, so its first eight bytes are the hash.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Digest(KeyHash);
 
@@ -231,7 +213,7 @@ impl Hash for Digest {
     }
 }
 
-type KeyMap = HashMap<Digest, Arc<Entry>, BuildHasherDefault<DigestHasher>>;
+type KeyMap = HashMap<Digest, Arc<Entry>, crate::hashing::BuildPrecomputed>;
 
 #[derive(Debug)]
 enum EntryScope {

@@ -4,7 +4,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
 use parking_lot::Mutex;
 
@@ -89,28 +89,8 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
-/// The shard tables' hasher: the key's hash is already computed (and keyed, so callers cannot
-/// steer keys into one bucket).
-#[derive(Default)]
-struct Precomputed(u64);
-
-impl Hasher for Precomputed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is ever called (see the `Hash` impls above); fold anything else in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 struct Shard<V> {
-    map: HashMap<Key, V, BuildHasherDefault<Precomputed>>,
+    map: HashMap<Key, V, crate::hashing::BuildPrecomputed>,
     sweep_at: usize,
 }
 

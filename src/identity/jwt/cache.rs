@@ -7,7 +7,6 @@
 //! at most [`NO_EXP_TTL`] seconds). Claim checks still run on every hit.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -33,24 +32,7 @@ pub struct Entry {
     pub until: u64,
 }
 
-/// The digest is already uniformly random: its first 8 bytes are the hash.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as one write of its bytes (after no length prefix for arrays).
-        let mut b = [0u8; 8];
-        let n = bytes.len().min(8);
-        b[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(b);
-    }
-}
-
-type Shard = RwLock<HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>>;
+type Shard = RwLock<HashMap<Digest, Entry, crate::hashing::BuildPrecomputed>>;
 
 pub struct TokenCache {
     shards: Box<[Shard]>,
