@@ -17,7 +17,10 @@ use hyper::body::Incoming;
 
 use crate::compress::encode::{Encoded, Encoder};
 use crate::observe::RequestTail;
-use crate::upstream::pool::Checkin;
+use crate::upstream::BackendBody;
+
+/// The error a response body ends with (a backend that broke off, a failed encoder).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors a proxied body can end with.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pin_project_lite::pin_project! {
     #[project = InnerProj]
     enum Inner {
         Full { data: Option<Bytes> },
-        Upstream { #[pin] body: Incoming, checkin: Option<Checkin> },
+        Upstream { #[pin] body: BackendBody },
         // Frames a policy already read (`cache-store` looking for the end of a body), then the
         // rest of the body.
         Replay { head: VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<ResponseBody>>> },
@@ -63,13 +66,10 @@ impl ResponseBody {
         ResponseBody { inner: Inner::Full { data: None }, tail: None }
     }
 
-    pub fn upstream(body: Incoming) -> Self {
-        ResponseBody { inner: Inner::Upstream { body, checkin: None }, tail: None }
-    }
-
-    /// A backend's body whose HTTP/1.1 connection returns to the pool when the body ends.
-    pub fn pooled(body: Incoming, checkin: Option<Checkin>) -> Self {
-        ResponseBody { inner: Inner::Upstream { body, checkin }, tail: None }
+    /// A backend's body, streamed through (its HTTP/1.1 connection returns to the pool when the
+    /// body ends).
+    pub fn upstream(body: BackendBody) -> Self {
+        ResponseBody { inner: Inner::Upstream { body }, tail: None }
     }
 
     /// `head` (frames already read from a body) followed by `rest` (what is left of it).
@@ -92,27 +92,13 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = match this.inner.project() {
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            InnerProj::Upstream { mut body, checkin } => {
-                let polled = body.as_mut().poll_frame(cx);
-                // Only a body read to its very end leaves the connection reusable.
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    _ => false,
-                };
-                if ended {
-                    if let Some(c) = checkin.take() {
-                        c.give_back();
-                    }
-                }
-                polled
-            }
+            InnerProj::Upstream { body } => body.poll_frame(cx),
             InnerProj::Replay { head, rest } => match (head.pop_front(), rest.as_mut()) {
                 (Some(f), _) => Poll::Ready(Some(Ok(f))),
                 (None, Some(r)) => r.as_mut().poll_frame(cx),

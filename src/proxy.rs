@@ -582,7 +582,6 @@ fn forward<'a>(
         trace.time_backend = Some(t.elapsed());
         let answer = result?;
         let mut response = answer.response;
-        let checkin = answer.checkin;
         trace.upstream_status = Some(response.status().as_u16());
         if response.status().is_server_error() {
             // The backend's own error passes through untouched; the log still says where it came from.
@@ -604,9 +603,7 @@ fn forward<'a>(
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let (parts, body) = response.into_parts();
-        // After a refused upgrade the connection is not reused (see above); otherwise it is.
-        let checkin = if upgrade { None } else { checkin };
-        Ok(Response::from_parts(parts, ResponseBody::pooled(body, checkin)))
+        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     })
 }
 

@@ -116,16 +116,19 @@ impl Encoded {
     }
 
     /// The frame after the last compressed bytes: the trailers, or the end.
-    fn after_end(&mut self) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn after_end(&mut self) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 }
 
 impl Body for Encoded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::body::BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         let this = self.get_mut();
         loop {
             let Some(encoder) = this.encoder.as_mut() else { return this.after_end() };

@@ -7,6 +7,7 @@
 //! so a reload neither forgets an ejected server nor resets a recovering one.
 
 pub mod balance;
+pub mod h1;
 pub mod health;
 pub mod pool;
 pub mod tls;
@@ -338,9 +339,43 @@ pub struct Outbound {
 
 /// What came back.
 pub struct Answer {
-    pub response: Response<Incoming>,
-    /// The pooled HTTP/1.1 connection, to return once the response body has ended.
-    pub checkin: Option<pool::Checkin>,
+    pub response: Response<BackendBody>,
+}
+
+/// A backend's response body: read by the gateway's own HTTP/1.1 client (whose connection goes
+/// back to the pool when the body ends), or by hyper (HTTP/2, upgrades).
+pub enum BackendBody {
+    Http1(h1::ResponseStream),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for BackendBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            BackendBody::Http1(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BackendBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BackendBody::Http1(b) => b.is_end_stream(),
+            BackendBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            BackendBody::Http1(b) => b.size_hint(),
+            BackendBody::Hyper(b) => b.size_hint(),
+        }
+    }
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -449,14 +484,14 @@ impl Backend {
                     && this.budget.try_retry(now_s, &this.spec.retry)
             };
             match sent {
-                Ok(Ok((response, checkin))) => {
+                Ok(Ok(response)) => {
                     let status = response.status().as_u16();
                     if self.spec.retry.on_status.contains(&status) && can_retry(self) {
                         self.record(i, false);
                         continue;
                     }
                     self.record(i, !matches!(status, 502..=504));
-                    return Ok(Answer { response, checkin });
+                    return Ok(Answer { response });
                 }
                 Ok(Err(pool::SendError::Connect(kind))) => {
                     self.record(i, false);
@@ -469,6 +504,14 @@ impl Backend {
                     if let Some(body_err) = find_body_error(&e) {
                         return Err(UpstreamError::ClientBody(body_err));
                     }
+                    self.record(i, false);
+                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
+                }
+                Ok(Err(pool::SendError::Http1(h1::Error::ClientBody(e)))) => {
+                    return Err(UpstreamError::ClientBody(client_body_failure(&e)));
+                }
+                Ok(Err(pool::SendError::Http1(e))) => {
+                    tracing::debug!(backend = %self.spec.name, server = %server.url, error = %e, "Backend exchange failed.");
                     self.record(i, false);
                     return Err(UpstreamError::Broken { server: server.authority.to_string() });
                 }
@@ -523,13 +566,10 @@ impl Backend {
             h.insert(http::header::HOST, v);
         }
         match tokio::time::timeout(timeout, self.pool.send(i, server, req)).await {
-            Ok(Ok((resp, checkin))) => {
+            Ok(Ok(resp)) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
-                // Read the body to its end so the connection can be reused.
-                let drained = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
-                if let (Ok(Ok(_)), Some(c)) = (drained, checkin) {
-                    c.give_back();
-                }
+                // Read the body to its end so the connection goes back to the pool.
+                let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
                 ok
             }
             _ => false,
@@ -537,15 +577,19 @@ impl Backend {
     }
 }
 
+fn client_body_failure(e: &BodyError) -> ClientBodyFailure {
+    match e {
+        BodyError::TooLarge { .. } => ClientBodyFailure::TooLarge,
+        BodyError::Hyper(_) => ClientBodyFailure::Unreadable,
+        BodyError::Stalled(_) => ClientBodyFailure::Stalled,
+    }
+}
+
 fn find_body_error(e: &hyper::Error) -> Option<ClientBodyFailure> {
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<BodyError>() {
-            return Some(match b {
-                BodyError::TooLarge { .. } => ClientBodyFailure::TooLarge,
-                BodyError::Hyper(_) => ClientBodyFailure::Unreadable,
-                BodyError::Stalled(_) => ClientBodyFailure::Stalled,
-            });
+            return Some(client_body_failure(b));
         }
         source = s.source();
     }

@@ -1,9 +1,10 @@
 //! Keep-alive connections to the servers of one backend.
 //!
-//! HTTP/1.1: a stack of idle connections per server; a request takes the most recently used
-//! ready one (warm in every cache) or opens a new one, and the connection comes back when the
-//! response body has been read to its end ([`Checkin`], carried by the response body). HTTP/2:
-//! one shared connection per server, multiplexed. The pool is ours rather than hyper-util's
+//! HTTP/1.1: a stack of idle connections per server (`h1::Conn`, the gateway's own client); a
+//! request takes the most recently used live one (warm in every cache) or opens a new one, and
+//! the connection comes back when its response body has been read to the end (the body carries
+//! it). Upgrade requests get a hyper connection of their own, handed over on `101`. HTTP/2: one
+//! shared hyper connection per server, multiplexed. The pool is ours rather than hyper-util's
 //! legacy client because that client's generic pool (hash-map keyed by URI, boxed futures)
 //! cost about a sixth of the gateway's instructions per proxied request (callgrind).
 
@@ -13,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::{ConnectFailure, Protocol, ServerSpec};
+use super::h1;
+use super::{BackendBody, ConnectFailure, Protocol, ServerSpec};
 use crate::body::UpstreamBody;
 
 /// Most idle connections kept per server; more are closed when they come back.
@@ -30,8 +31,11 @@ const MAX_IDLE: usize = 1024;
 #[derive(Debug)]
 pub enum SendError {
     Connect(ConnectFailure),
-    /// The request was written (maybe partly) and no complete response came back.
+    /// The request was written (maybe partly) and no complete response came back (HTTP/2,
+    /// upgrades).
     Failed(hyper::Error),
+    /// The same, on an HTTP/1.1 connection; or the client's body failed while it was sent.
+    Http1(h1::Error),
 }
 
 /// Settings shared by every server of the backend.
@@ -44,7 +48,7 @@ pub struct PoolConfig {
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+    conn: Box<h1::Conn>,
     since: Instant,
 }
 
@@ -55,27 +59,19 @@ pub struct ServerSlot {
     idle_timeout: Duration,
 }
 
-/// An HTTP/1.1 connection lent to one request; returned when its response body has ended.
-pub struct Checkin {
-    slot: Arc<ServerSlot>,
-    sender: http1::SendRequest<UpstreamBody>,
-}
-
-impl Checkin {
-    pub fn give_back(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.slot.idle.lock();
+impl ServerSlot {
+    /// An HTTP/1.1 connection whose response has ended comes back for the next request.
+    pub(super) fn give_back(&self, conn: Box<h1::Conn>) {
+        let mut idle = self.idle.lock();
         // Oldest first: drop those idle for too long (the backend has probably closed them).
         // One clock read serves both the expiry check and the new entry's time.
         let now = Instant::now();
-        let timeout = self.slot.idle_timeout;
+        let timeout = self.idle_timeout;
         while idle.first().is_some_and(|c| now.saturating_duration_since(c.since) > timeout) {
             idle.remove(0);
         }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender: self.sender, since: now });
+            idle.push(Idle { conn, since: now });
         }
     }
 }
@@ -100,58 +96,50 @@ impl Pool {
     }
 
     /// Sends `req` to server `i`. A reused HTTP/1.1 connection that turns out to be closed
-    /// before the request went out is replaced transparently (the request was not sent).
+    /// before the server can have acted on the request is replaced transparently.
     pub async fn send(
         &self,
         i: usize,
         server: &ServerSpec,
         mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), SendError> {
+    ) -> Result<Response<BackendBody>, SendError> {
         let slot = &self.slots[i];
         if self.config.protocol == Protocol::Http2 {
             let mut sender = Box::pin(self.h2_sender(slot, server)).await?;
             return match sender.send_request(req).await {
-                Ok(resp) => Ok((resp, None)),
+                Ok(resp) => Ok(resp.map(BackendBody::Hyper)),
                 Err(e) => {
                     slot.h2.lock().take();
                     Err(SendError::Failed(e))
                 }
             };
         }
+        if req.headers().contains_key(http::header::UPGRADE) {
+            // A connection of its own: on `101` hyper hands it over to the tunnel.
+            let mut sender = Box::pin(self.connect_upgradable(server)).await?;
+            return sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed);
+        }
         loop {
-            let (mut sender, fresh) = match self.checkout(slot).await {
-                Some(s) => (s, false),
+            let (conn, reused) = match Self::checkout(slot) {
+                Some(c) => (c, true),
                 // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out of
                 // line keeps the per-request future small and cheap to move.
-                None => (Box::pin(self.connect_h1(server)).await?, true),
+                None => (h1::Conn::new(Box::pin(self.connect_io(server)).await?), false),
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Checkin { slot: slot.clone(), sender }))),
-                Err(mut e) => match e.take_message() {
-                    // Not sent at all: the pooled connection was closing. Try another one.
-                    Some(back) if !fresh => req = back,
-                    _ => return Err(SendError::Failed(e.into_error())),
-                },
+            match conn.send(req, reused, slot.clone()).await {
+                Ok(resp) => return Ok(resp.map(BackendBody::Http1)),
+                Err(h1::Failure::Stale(back)) => req = *back,
+                Err(h1::Failure::Failed(e)) => return Err(SendError::Http1(e)),
             }
         }
     }
 
-    async fn checkout(&self, slot: &ServerSlot) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// The most recently used idle connection that is still open.
+    fn checkout(slot: &ServerSlot) -> Option<Box<h1::Conn>> {
         loop {
-            let mut candidate = {
-                let mut idle = slot.idle.lock();
-                idle.pop()?
-            };
-            if candidate.sender.is_closed() || candidate.since.elapsed() > slot.idle_timeout {
-                continue;
-            }
-            if candidate.sender.is_ready() {
-                return Some(candidate.sender);
-            }
-            // The previous response has just ended; the connection task is finishing up.
-            match tokio::time::timeout(Duration::from_millis(50), candidate.sender.ready()).await {
-                Ok(Ok(())) => return Some(candidate.sender),
-                _ => continue,
+            let mut candidate = slot.idle.lock().pop()?;
+            if candidate.since.elapsed() <= slot.idle_timeout && candidate.conn.is_usable() {
+                return Some(candidate.conn);
             }
         }
     }
@@ -167,7 +155,7 @@ impl Pool {
                 return Ok(s);
             }
         }
-        let io = self.connect_io(server).await?;
+        let io = TokioIo::new(self.connect_io(server).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -181,8 +169,8 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn connect_h1(&self, server: &ServerSpec) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
-        let io = self.connect_io(server).await?;
+    async fn connect_upgradable(&self, server: &ServerSpec) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let io = TokioIo::new(self.connect_io(server).await?);
         let (sender, conn) =
             http1::Builder::new().handshake(io).await.map_err(|_| SendError::Connect(ConnectFailure::Other))?;
         tokio::spawn(async move {
@@ -192,7 +180,7 @@ impl Pool {
     }
 
     /// TCP (and TLS when the URL is https) to the server, within the connect timeout.
-    async fn connect_io(&self, server: &ServerSpec) -> Result<TokioIo<MaybeTls>, SendError> {
+    async fn connect_io(&self, server: &ServerSpec) -> Result<MaybeTls, SendError> {
         let timeout = self.config.connect_timeout;
         let host = server.authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = server.authority.port_u16().unwrap_or(if server.scheme == Scheme::HTTPS { 443 } else { 80 });
@@ -214,7 +202,7 @@ impl Pool {
             Ok(MaybeTls::Tls(Box::new(tls)))
         };
         match tokio::time::timeout(timeout, work).await {
-            Ok(Ok(io)) => Ok(TokioIo::new(io)),
+            Ok(Ok(io)) => Ok(io),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(SendError::Connect(ConnectFailure::Timeout)),
         }

@@ -1,0 +1,745 @@
+//! The gateway's own HTTP/1.1 client connection to a backend server.
+//!
+//! Why not hyper's client here: hyper runs every client connection as a task of its own, fed
+//! through a channel, and the request, its response and the pool hand-over each cross that
+//! boundary; for a proxy whose every request is one exchange on a pooled connection that
+//! machinery was about a third of the instructions per proxied request (callgrind). Here the
+//! request's own task writes the request, reads the response head and then the body, and the
+//! connection goes back to its server's idle stack when the body has ended. hyper still serves
+//! HTTP/2 backends and upgrade requests (WebSocket), whose connection is handed over.
+//!
+//! Framing follows RFC 9112. Request: no body → no framing field (a `Content-Length` the request
+//! carries is set to 0); a body of known size → `Content-Length`; otherwise chunked. Response
+//! (§6.3): HEAD, 1xx, 204 and 304 have no body; `Transfer-Encoding` wins over `Content-Length`
+//! (which is then removed, and the connection is not reused); a final `chunked` coding is
+//! decoded, any other coding is read until the connection closes; several `Content-Length`
+//! values must agree or the response is rejected; no framing at all means "until close".
+//! Interim 1xx responses are skipped. A connection is reused only when the response was read to
+//! its exact end, nothing followed it, it was HTTP/1.1 and did not say `Connection: close`.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::pool::{MaybeTls, ServerSlot};
+use crate::body::{BodyError, UpstreamBody};
+
+/// Most header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head, interim responses included.
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+/// Least free space offered to one read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Largest read for a body of known length.
+const MAX_READ: usize = 64 * 1024;
+/// Longest chunk-size line (with its extensions).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Largest trailer section of a chunked response.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("backend connection: {0}")]
+    Io(#[from] io::Error),
+    #[error("the backend closed the connection before the response was complete")]
+    Closed,
+    #[error("invalid response from the backend: {0}")]
+    Invalid(&'static str),
+    /// The client's request body failed (too large, stalled, unreadable) while it was sent.
+    #[error(transparent)]
+    ClientBody(BodyError),
+}
+
+/// How [`Conn::send`] failed.
+pub enum Failure {
+    /// The reused connection turned out to be closed and nothing of the request can have been
+    /// acted on; the request comes back to be sent on another connection.
+    Stale(Box<Request<UpstreamBody>>),
+    Failed(Error),
+}
+
+/// One HTTP/1.1 connection to a server: the transport and its read buffer. Idle connections
+/// live in their server's stack; a request owns the connection until its response body ends.
+pub struct Conn {
+    io: MaybeTls,
+    read: BytesMut,
+    /// The request head (and chunk prefixes) being written; kept for the next request.
+    out: Vec<u8>,
+    /// Header names and value ranges of the head being parsed; kept for the next response.
+    fields: Vec<(HeaderName, usize, usize)>,
+}
+
+impl Conn {
+    pub fn new(io: MaybeTls) -> Box<Conn> {
+        Box::new(Conn { io, read: BytesMut::new(), out: Vec::new(), fields: Vec::new() })
+    }
+
+    /// Whether an idle connection can carry a request: the server has not closed it and has
+    /// sent nothing unasked. Costs no system call when the socket has had no event since the
+    /// last read (the runtime tracks readiness).
+    pub fn is_usable(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        matches!(Pin::new(&mut self.io).poll_read(&mut cx, &mut buf), Poll::Pending)
+    }
+
+    /// Writes `req` and reads the response head; the body streams from the returned response.
+    /// `reused`: the connection came from the idle stack (a failure before any response byte may
+    /// then be the server's idle close, and the request is handed back when that is safe).
+    pub async fn send(
+        mut self: Box<Self>,
+        req: Request<UpstreamBody>,
+        reused: bool,
+        slot: Arc<ServerSlot>,
+    ) -> Result<Response<ResponseStream>, Failure> {
+        let (mut parts, mut body) = req.into_parts();
+        let framing = self.encode_head(&mut parts, &body);
+        let mut up = Upload::new(framing);
+        let head = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut body, &mut up, &parts.method)).await;
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => {
+                // Nothing came back. Hand the request back when the server can have done nothing
+                // with it: the body was never touched, and either nothing was written or the
+                // method is idempotent (a keep-alive race: the server closed as we wrote).
+                let untouched = matches!(up.framing, Framing::Empty);
+                let harmless = !up.wrote_any || super::idempotent(&parts.method);
+                if reused && !up.got_any && untouched && harmless && !matches!(e, Error::ClientBody(_)) {
+                    return Err(Failure::Stale(Box::new(Request::from_parts(parts, body))));
+                }
+                return Err(Failure::Failed(e));
+            }
+        };
+        // A response that came before the whole request went out ends the connection after it.
+        let reusable = head.reusable && up.finished;
+        let mut resp = Response::new(ResponseStream {
+            conn: Some(self),
+            slot: reusable.then_some(slot),
+            state: head.decode,
+            trailers: None,
+        });
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp.body_mut().settle();
+        Ok(resp)
+    }
+
+    /// The request head into `out`, with the framing its body needs.
+    fn encode_head(&mut self, parts: &mut http::request::Parts, body: &UpstreamBody) -> Framing {
+        let h = &mut parts.headers;
+        h.remove(header::TRANSFER_ENCODING);
+        let framing = if body.is_end_stream() {
+            if h.contains_key(header::CONTENT_LENGTH) {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+            Framing::Empty
+        } else if let Some(n) = body.size_hint().exact() {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length { left: n }
+        } else {
+            h.remove(header::CONTENT_LENGTH);
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            Framing::Chunked
+        };
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in parts.headers.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        framing
+    }
+
+    /// Drives the upload and the response head together, so a server that answers before it has
+    /// read the whole body (413, 401) is heard instead of deadlocking on a full socket.
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut UpstreamBody,
+        up: &mut Upload,
+        method: &Method,
+    ) -> Poll<Result<Head, Error>> {
+        if !up.finished && up.failed.is_none() {
+            match self.poll_upload(cx, body, up) {
+                Poll::Ready(Ok(())) => up.finished = true,
+                Poll::Ready(Err(Error::ClientBody(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                // The server may still have answered (and then closed); read what it sent.
+                Poll::Ready(Err(e)) => up.failed = Some(e),
+                Poll::Pending => {}
+            }
+        }
+        match self.poll_head(cx, method, up) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(up.failed.take().unwrap_or(e))),
+            other => other,
+        }
+    }
+
+    fn poll_upload(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut UpstreamBody,
+        up: &mut Upload,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            // Take the next body frame while there is room, so a head and a small body go out in
+            // one write.
+            if !up.body_done && up.data.is_empty() && up.suffix.is_empty() {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => self.queue_data(up, data)?,
+                        Ok(_) => continue,
+                        Err(frame) => {
+                            if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), &up.framing) {
+                                self.queue_end(up, Some(&trailers))?;
+                            }
+                        }
+                    },
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                    Poll::Ready(None) => self.queue_end(up, None)?,
+                    Poll::Pending => {
+                        if up.pending_bytes(&self.out) == 0 {
+                            return match Pin::new(&mut self.io).poll_flush(cx) {
+                                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                                _ => Poll::Pending,
+                            };
+                        }
+                    }
+                }
+            }
+            if up.pending_bytes(&self.out) > 0 {
+                let head = &self.out[up.out_pos..];
+                let slices = [io::IoSlice::new(head), io::IoSlice::new(&up.data), io::IoSlice::new(up.suffix)];
+                match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                    Poll::Ready(Ok(n)) => {
+                        up.wrote_any = true;
+                        up.advance(n, self.out.len());
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            if up.body_done {
+                return match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map_err(Error::from)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        }
+    }
+
+    /// Queues one data frame of the request body (with its chunk framing).
+    fn queue_data(&mut self, up: &mut Upload, data: Bytes) -> Result<(), Error> {
+        up.compact(&mut self.out);
+        match &mut up.framing {
+            Framing::Length { left } => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(
+                        io::Error::new(io::ErrorKind::InvalidData, "request body longer than its length").into()
+                    );
+                }
+                *left -= n;
+            }
+            Framing::Chunked => {
+                use std::io::Write;
+                let _ = write!(self.out, "{:x}\r\n", data.len());
+                up.suffix = b"\r\n";
+            }
+            Framing::Empty => return Ok(()),
+        }
+        up.data = data;
+        Ok(())
+    }
+
+    /// The body has ended: the last chunk (and trailers) of a chunked body.
+    fn queue_end(&mut self, up: &mut Upload, trailers: Option<&HeaderMap>) -> Result<(), Error> {
+        up.body_done = true;
+        match up.framing {
+            Framing::Chunked => {
+                up.compact(&mut self.out);
+                self.out.extend_from_slice(b"0\r\n");
+                for (name, value) in trailers.into_iter().flatten() {
+                    self.out.extend_from_slice(name.as_str().as_bytes());
+                    self.out.extend_from_slice(b": ");
+                    self.out.extend_from_slice(value.as_bytes());
+                    self.out.extend_from_slice(b"\r\n");
+                }
+                self.out.extend_from_slice(b"\r\n");
+                Ok(())
+            }
+            // The client's body was shorter than its declared length.
+            Framing::Length { left } if left > 0 => {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "request body shorter than its length").into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads until a final response head is complete; interim (1xx) responses are skipped.
+    fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method, up: &mut Upload) -> Poll<Result<Head, Error>> {
+        loop {
+            if !self.read.is_empty() {
+                match self.parse_head(method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                if self.read.len() > MAX_HEAD_BYTES {
+                    return Poll::Ready(Err(Error::Invalid("the response head is too large")));
+                }
+            }
+            match self.poll_fill(cx, READ_CHUNK) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Closed)),
+                Poll::Ready(Ok(_)) => up.got_any = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, with room for at least `want` (within limits).
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK.min(want) {
+            self.read.reserve(want.clamp(READ_CHUNK, MAX_READ));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// A complete final response head at the start of the buffer, taken off it; `None` while
+    /// it is incomplete.
+    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, Error> {
+        loop {
+            let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.read,
+                &mut slots,
+            ) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("more than 100 header fields")),
+                Err(_) => return Err(Error::Invalid("malformed response head")),
+            };
+            let code = parsed.code.unwrap_or(0);
+            let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+            if (100..200).contains(&code) {
+                if code == 101 {
+                    return Err(Error::Invalid("101 Switching Protocols to a request that asked for no upgrade"));
+                }
+                self.read.advance(len);
+                continue;
+            }
+            let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("invalid status code"))?;
+            let mut frame = ResponseFraming::default();
+            let base = self.read.as_ptr() as usize;
+            self.fields.clear();
+            for h in parsed.headers.iter() {
+                let name =
+                    HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Invalid("invalid header name"))?;
+                frame.note(&name, h.value);
+                let start = h.value.as_ptr() as usize - base;
+                self.fields.push((name, start, start + h.value.len()));
+            }
+            let head = self.read.split_to(len).freeze();
+            let mut headers = HeaderMap::with_capacity(self.fields.len());
+            for (name, start, end) in self.fields.drain(..) {
+                let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                    .map_err(|_| Error::Invalid("invalid header value"))?;
+                headers.append(name, value);
+            }
+            let mut reusable = version == Version::HTTP_11 && !frame.close;
+            let no_body =
+                *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+            let decode = if no_body {
+                Decode::Length(0)
+            } else if let Some(chunked) = frame.chunked {
+                if frame.length.is_some() || frame.length_invalid {
+                    // Both framings: the length is a lie told to someone; never reuse this one.
+                    headers.remove(header::CONTENT_LENGTH);
+                    reusable = false;
+                }
+                if chunked {
+                    Decode::Chunked(Chunk::Size)
+                } else {
+                    reusable = false;
+                    Decode::Close
+                }
+            } else if frame.length_invalid {
+                return Err(Error::Invalid("invalid or conflicting Content-Length"));
+            } else if let Some(n) = frame.length {
+                Decode::Length(n)
+            } else {
+                reusable = false;
+                Decode::Close
+            };
+            return Ok(Some(Head { status, version, headers, decode, reusable }));
+        }
+    }
+}
+
+/// What the response head says about framing and the connection.
+#[derive(Default)]
+struct ResponseFraming {
+    /// `Transfer-Encoding` present: whether its final coding is chunked.
+    chunked: Option<bool>,
+    length: Option<u64>,
+    length_invalid: bool,
+    close: bool,
+}
+
+impl ResponseFraming {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == header::CONTENT_LENGTH {
+            for v in value.split(|&c| c == b',') {
+                let v = v.trim_ascii();
+                let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+                    .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+                match (n, self.length) {
+                    (Some(n), None) => self.length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => self.length_invalid = true,
+                }
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            for coding in value.split(|&c| c == b',') {
+                let coding = coding.trim_ascii();
+                if !coding.is_empty() {
+                    self.chunked = Some(coding.eq_ignore_ascii_case(b"chunked"));
+                }
+            }
+            self.chunked.get_or_insert(false);
+        } else if *name == header::CONNECTION {
+            self.close |= value.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+}
+
+/// A parsed final response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    decode: Decode,
+    reusable: bool,
+}
+
+/// How the request body is framed.
+enum Framing {
+    Empty,
+    Length { left: u64 },
+    Chunked,
+}
+
+/// The request being written: framing, progress, and what is queued after `out[out_pos..]`.
+struct Upload {
+    framing: Framing,
+    out_pos: usize,
+    data: Bytes,
+    suffix: &'static [u8],
+    body_done: bool,
+    finished: bool,
+    wrote_any: bool,
+    got_any: bool,
+    failed: Option<Error>,
+}
+
+impl Upload {
+    fn new(framing: Framing) -> Upload {
+        let body_done = matches!(framing, Framing::Empty);
+        Upload {
+            framing,
+            out_pos: 0,
+            data: Bytes::new(),
+            suffix: b"",
+            body_done,
+            finished: false,
+            wrote_any: false,
+            got_any: false,
+            failed: None,
+        }
+    }
+
+    fn pending_bytes(&self, out: &[u8]) -> usize {
+        out.len() - self.out_pos + self.data.len() + self.suffix.len()
+    }
+
+    /// `n` bytes were written: from `out`, then the data, then the suffix.
+    fn advance(&mut self, mut n: usize, out_len: usize) {
+        let from_out = n.min(out_len - self.out_pos);
+        self.out_pos += from_out;
+        n -= from_out;
+        let from_data = n.min(self.data.len());
+        self.data.advance(from_data);
+        n -= from_data;
+        self.suffix = &self.suffix[n.min(self.suffix.len())..];
+    }
+
+    /// Drops the written part of `out` so new bytes can follow what is still pending.
+    fn compact(&mut self, out: &mut Vec<u8>) {
+        out.drain(..self.out_pos);
+        self.out_pos = 0;
+    }
+}
+
+/// How the response body is delimited.
+enum Decode {
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+    Done,
+}
+
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// A backend's response body read from the connection; the connection returns to its server's
+/// idle stack when the body has ended and the connection may be reused.
+pub struct ResponseStream {
+    conn: Option<Box<Conn>>,
+    slot: Option<Arc<ServerSlot>>,
+    state: Decode,
+    trailers: Option<HeaderMap>,
+}
+
+impl ResponseStream {
+    /// A body of length 0 ends at once: give the connection back before anyone polls.
+    fn settle(&mut self) {
+        if matches!(self.state, Decode::Length(0)) {
+            self.state = Decode::Done;
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) {
+            if conn.read.is_empty() {
+                slot.give_back(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.conn = None;
+        self.slot = None;
+        self.state = Decode::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut self.state {
+                Decode::Done => {
+                    self.finish();
+                    return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                }
+                Decode::Length(0) => self.state = Decode::Done,
+                Decode::Length(left) => {
+                    if conn.read.is_empty() {
+                        let want = usize::try_from(*left).unwrap_or(MAX_READ);
+                        match conn.poll_fill(cx, want) {
+                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return self.fail(e.into()),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    let n = conn.read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let data = conn.read.split_to(n).freeze();
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.state = Decode::Done;
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decode::Close => {
+                    if conn.read.is_empty() {
+                        match conn.poll_fill(cx, MAX_READ) {
+                            Poll::Ready(Ok(0)) => {
+                                self.conn = None;
+                                self.state = Decode::Done;
+                                return Poll::Ready(None);
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return self.fail(e.into()),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(conn.read.split().freeze()))));
+                }
+                Decode::Chunked(chunk) => match chunk {
+                    Chunk::Size => match find_crlf(&conn.read, MAX_CHUNK_LINE) {
+                        Ok(Some(end)) => match chunk_size(&conn.read[..end]) {
+                            Some(0) => {
+                                conn.read.advance(end + 2);
+                                *chunk = Chunk::Trailers;
+                            }
+                            Some(n) => {
+                                conn.read.advance(end + 2);
+                                *chunk = Chunk::Data(n);
+                            }
+                            None => return self.fail(Error::Invalid("invalid chunk size line")),
+                        },
+                        Ok(None) => match conn.poll_fill(cx, READ_CHUNK) {
+                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return self.fail(e.into()),
+                            Poll::Pending => return Poll::Pending,
+                        },
+                        Err(why) => return self.fail(Error::Invalid(why)),
+                    },
+                    Chunk::Data(left) => {
+                        if conn.read.is_empty() {
+                            let want = usize::try_from(*left).unwrap_or(MAX_READ);
+                            match conn.poll_fill(cx, want) {
+                                Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
+                                Poll::Ready(Ok(_)) => {}
+                                Poll::Ready(Err(e)) => return self.fail(e.into()),
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                        let n = conn.read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        let data = conn.read.split_to(n).freeze();
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Chunk::DataEnd => {
+                        if conn.read.len() < 2 {
+                            match conn.poll_fill(cx, READ_CHUNK) {
+                                Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
+                                Poll::Ready(Ok(_)) => continue,
+                                Poll::Ready(Err(e)) => return self.fail(e.into()),
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                        if &conn.read[..2] != b"\r\n" {
+                            return self.fail(Error::Invalid("chunk data not followed by CRLF"));
+                        }
+                        conn.read.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => match find_crlf(&conn.read, MAX_TRAILER_BYTES) {
+                        Ok(Some(0)) => {
+                            conn.read.advance(2);
+                            self.state = Decode::Done;
+                        }
+                        Ok(Some(end)) => {
+                            let line = conn.read.split_to(end + 2);
+                            let Some((name, value)) = trailer_field(&line[..end]) else {
+                                return self.fail(Error::Invalid("invalid trailer field"));
+                            };
+                            let trailers = self.trailers.get_or_insert_with(HeaderMap::new);
+                            if trailers.len() >= MAX_HEADERS {
+                                return self.fail(Error::Invalid("too many trailer fields"));
+                            }
+                            trailers.append(name, value);
+                        }
+                        Ok(None) => match conn.poll_fill(cx, READ_CHUNK) {
+                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return self.fail(e.into()),
+                            Poll::Pending => return Poll::Pending,
+                        },
+                        Err(why) => return self.fail(Error::Invalid(why)),
+                    },
+                },
+            }
+        }
+    }
+}
+
+impl Body for ResponseStream {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.get_mut().poll_next(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || (matches!(self.state, Decode::Done) && self.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            Decode::Done if self.trailers.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Where the CRLF ending the first line is, if it is there yet; a bare CR or LF, or a line longer
+/// than `max`, is an error.
+fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, &'static str> {
+    let window = &buf[..buf.len().min(max + 2)];
+    match window.iter().position(|&c| c == b'\n' || c == b'\r') {
+        Some(i) if window.get(i) == Some(&b'\r') => match window.get(i + 1) {
+            Some(b'\n') => Ok(Some(i)),
+            Some(_) => Err("bare CR in chunked framing"),
+            None if buf.len() > i + 1 => Err("bare CR in chunked framing"),
+            None => Ok(None),
+        },
+        Some(_) => Err("bare LF in chunked framing"),
+        None if buf.len() > max => Err("chunked framing line too long"),
+        None => Ok(None),
+    }
+}
+
+/// The size of a chunk-size line (`1a;ext=v`): hex digits, then optional whitespace and
+/// extensions (ignored).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    line[..digits].iter().try_fold(0u64, |n, &d| Some(n * 16 + u64::from((d as char).to_digit(16)?)))
+}
+
+fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    let colon = line.iter().position(|&c| c == b':')?;
+    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+    Some((name, value))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! The client against a scripted origin on loopback: each accepted request gets the next canned
+//! reply, and the test sees the raw requests the origin received.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::super::pool::{Pool, PoolConfig, SendError};
+use super::super::{tls, BackendBody, Protocol, ServerSpec};
+use super::Error;
+use crate::body::UpstreamBody;
+
+/// What the origin does for one request.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// Send these bytes and wait for the next request.
+    Send(&'static [u8]),
+    /// Send these bytes and close the connection.
+    SendClose(&'static [u8]),
+    /// Read only the head, answer at once, never read the body, close later.
+    Early(&'static [u8]),
+}
+
+struct Origin {
+    spec: ServerSpec,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    accepts: Arc<AtomicUsize>,
+}
+
+async fn origin(replies: Vec<Reply>) -> Origin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let replies = Arc::new(replies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (seen, count) = (requests.clone(), accepts.clone());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(sock, replies.clone(), next.clone(), seen.clone()));
+        }
+    });
+    let url = format!("http://{addr}");
+    Origin {
+        spec: ServerSpec {
+            scheme: http::uri::Scheme::HTTP,
+            authority: addr.to_string().parse().expect("authority"),
+            url,
+            base_path: String::new(),
+            weight: 1,
+        },
+        requests,
+        accepts,
+    }
+}
+
+async fn serve(mut sock: TcpStream, replies: Arc<Vec<Reply>>, next: Arc<AtomicUsize>, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
+    let mut buf = Vec::new();
+    loop {
+        // The head.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let reply = replies.get(next.fetch_add(1, Ordering::SeqCst)).copied();
+        if let Some(Reply::Early(bytes)) = reply {
+            seen.lock().push(buf[..end].to_vec());
+            let _ = sock.write_all(bytes).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        // The body: by length, or chunked up to the last chunk.
+        let total = if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length: ")) {
+            end + cl.trim().parse::<usize>().unwrap_or(0)
+        } else if head.contains("transfer-encoding: chunked") {
+            loop {
+                if let Some(i) = buf[end..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                    break end + i + 5;
+                }
+                let mut chunk = [0u8; 4096];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        } else {
+            end
+        };
+        while buf.len() < total {
+            let mut chunk = [0u8; 65536];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        seen.lock().push(buf.drain(..total).collect());
+        match reply {
+            Some(Reply::Send(bytes)) => {
+                if sock.write_all(bytes).await.is_err() {
+                    return;
+                }
+            }
+            Some(Reply::SendClose(bytes)) => {
+                let _ = sock.write_all(bytes).await;
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+fn pool() -> Pool {
+    let tls = tls::client_config(&tls::ClientTlsOptions { ca: None, verify: false, client_cert: None }).expect("tls");
+    Pool::new(
+        PoolConfig {
+            protocol: Protocol::Http1,
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            tls: Arc::new(tls),
+            server_name: None,
+        },
+        1,
+    )
+}
+
+fn get(path: &str) -> Request<UpstreamBody> {
+    request(Method::GET, path, UpstreamBody::empty())
+}
+
+fn request(method: Method, path: &str, body: UpstreamBody) -> Request<UpstreamBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse().expect("uri");
+    req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("origin.test"));
+    req
+}
+
+/// Sends and reads the whole body: status, headers, body, trailers.
+async fn exchange(
+    pool: &Pool,
+    o: &Origin,
+    req: Request<UpstreamBody>,
+) -> Result<(StatusCode, http::HeaderMap, Bytes, Option<http::HeaderMap>), String> {
+    let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(0, &o.spec, req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| match e {
+            SendError::Http1(e) => format!("http1: {e}"),
+            SendError::Connect(k) => format!("connect: {k:?}"),
+            SendError::Failed(e) => format!("hyper: {e}"),
+        })?;
+    let (parts, body): (_, BackendBody) = resp.into_parts();
+    let collected = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .map_err(|_| "body timed out".to_owned())?
+        .map_err(|e| format!("body: {e}"))?;
+    let trailers = collected.trailers().cloned();
+    Ok((parts.status, parts.headers, collected.to_bytes(), trailers))
+}
+
+#[tokio::test]
+async fn a_length_delimited_response_is_read_and_the_connection_reused() {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello";
+    let o = origin(vec![Reply::Send(ok), Reply::Send(ok), Reply::Send(ok)]).await;
+    let p = pool();
+    for _ in 0..3 {
+        let (status, headers, body, _) = exchange(&p, &o, get("/a?b=c")).await.expect("exchange");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-a"], "1");
+        assert_eq!(headers["content-length"], "5");
+        assert_eq!(&body[..], b"hello");
+    }
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 1, "one connection for three requests");
+    let first = String::from_utf8(o.requests.lock()[0].clone()).expect("text");
+    assert!(first.starts_with("GET /a?b=c HTTP/1.1\r\nhost: origin.test\r\n"), "{first}");
+    assert!(!first.contains("content-length") && !first.contains("transfer-encoding"), "{first}");
+}
+
+#[tokio::test]
+async fn a_chunked_response_is_decoded_with_extensions_and_trailers() {
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
+    let o = origin(vec![Reply::Send(chunked), Reply::Send(b"HTTP/1.1 204 No Content\r\n\r\n")]).await;
+    let p = pool();
+    let (_, _, body, trailers) = exchange(&p, &o, get("/")).await.expect("exchange");
+    assert_eq!(&body[..], b"hello world");
+    assert_eq!(trailers.expect("trailers")["x-sum"], "11");
+    let (status, _, body, _) = exchange(&p, &o, get("/")).await.expect("second");
+    assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 1, "a chunked body read to its end leaves the connection reusable");
+}
+
+#[tokio::test]
+async fn transfer_encoding_wins_over_content_length_and_the_connection_is_not_reused() {
+    let both = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let o = origin(vec![Reply::Send(both), Reply::Send(ok)]).await;
+    let p = pool();
+    let (_, headers, body, _) = exchange(&p, &o, get("/")).await.expect("exchange");
+    assert_eq!(&body[..], b"hello");
+    assert!(headers.get("content-length").is_none(), "the lying length is not passed on");
+    exchange(&p, &o, get("/")).await.expect("second");
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn conflicting_or_invalid_lengths_are_rejected() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nhello",
+    ] {
+        let o = origin(vec![Reply::Send(reply)]).await;
+        let err = exchange(&pool(), &o, get("/")).await.expect_err("rejected");
+        assert!(err.contains("Content-Length"), "{err}");
+    }
+    // Equal repeated values are one length.
+    let o = origin(vec![Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")]).await;
+    assert_eq!(&exchange(&pool(), &o, get("/")).await.expect("same length").2[..], b"ok");
+}
+
+#[tokio::test]
+async fn malformed_heads_and_chunks_are_errors_not_panics() {
+    for (reply, in_head) in [
+        (&b"HTTP/1.1 2000 OK\r\n\r\n"[..], true),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", true),
+        (b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n\r\n", true),
+        (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", true),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", false),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", false),
+    ] {
+        let o = origin(vec![Reply::SendClose(reply)]).await;
+        let err = exchange(&pool(), &o, get("/")).await.expect_err("rejected");
+        assert_eq!(err.starts_with("http1"), in_head, "{err} for {:?}", String::from_utf8_lossy(reply));
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error() {
+    let o = origin(vec![Reply::SendClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")]).await;
+    let err = exchange(&pool(), &o, get("/")).await.expect_err("cut short");
+    assert!(err.starts_with("body"), "{err}");
+}
+
+#[tokio::test]
+async fn a_response_without_framing_is_read_until_close() {
+    let o = origin(vec![
+        Reply::SendClose(b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
+        Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    ])
+    .await;
+    let p = pool();
+    assert_eq!(&exchange(&p, &o, get("/")).await.expect("exchange").2[..], b"until close");
+    exchange(&p, &o, get("/")).await.expect("second");
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn head_204_and_304_have_no_body_and_interim_responses_are_skipped() {
+    let o = origin(vec![
+        Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"),
+        Reply::Send(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+        Reply::Send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+    ])
+    .await;
+    let p = pool();
+    let (status, headers, body, _) =
+        exchange(&p, &o, request(Method::HEAD, "/", UpstreamBody::empty())).await.expect("head");
+    assert_eq!((status, headers["content-length"].as_bytes(), body.len()), (StatusCode::OK, &b"10"[..], 0));
+    let (status, _, body, _) = exchange(&p, &o, get("/")).await.expect("304");
+    assert_eq!((status, body.len()), (StatusCode::NOT_MODIFIED, 0));
+    let (status, headers, body, _) = exchange(&p, &o, get("/")).await.expect("after 1xx");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert!(headers.get("link").is_none(), "interim fields are not merged into the final response");
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn request_bodies_are_framed_by_their_size() {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let o = origin(vec![Reply::Send(ok), Reply::Send(ok)]).await;
+    let p = pool();
+    exchange(&p, &o, request(Method::POST, "/p", UpstreamBody::full(Bytes::from_static(b"abc")))).await.expect("post");
+    // A declared length with no body left to send (a policy emptied it) becomes 0.
+    let mut req = request(Method::PUT, "/q", UpstreamBody::empty());
+    req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("7"));
+    exchange(&p, &o, req).await.expect("put");
+    let seen = o.requests.lock().clone();
+    let post = String::from_utf8_lossy(&seen[0]);
+    assert!(post.starts_with("POST /p HTTP/1.1\r\n") && post.contains("content-length: 3\r\n"), "{post}");
+    assert!(post.ends_with("\r\n\r\nabc"), "{post}");
+    assert!(String::from_utf8_lossy(&seen[1]).contains("content-length: 0\r\n"));
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced() {
+    let o = origin(vec![
+        Reply::SendClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes"),
+    ])
+    .await;
+    let p = pool();
+    exchange(&p, &o, get("/")).await.expect("first");
+    // The server's close (FIN) reaches the idle connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, _, body, _) = exchange(&p, &o, get("/")).await.expect("second, on a new connection");
+    assert_eq!(&body[..], b"yes");
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_body_is_heard_and_ends_the_connection() {
+    let o = origin(vec![
+        Reply::Early(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ])
+    .await;
+    let p = pool();
+    // Far more than the socket buffers hold: the upload cannot finish while nobody reads it.
+    let big = UpstreamBody::full(Bytes::from(vec![b'x'; 16 * 1024 * 1024]));
+    let (status, _, _, _) = exchange(&p, &o, request(Method::POST, "/upload", big)).await.expect("early answer");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    exchange(&p, &o, get("/")).await.expect("next");
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn errors_name_their_cause() {
+    let e = Error::Invalid("invalid or conflicting Content-Length");
+    assert!(e.to_string().contains("Content-Length"));
+    assert_eq!(super::chunk_size(b"1a;x=y"), Some(26));
+    assert_eq!(super::chunk_size(b"1a ;x"), Some(26));
+    assert_eq!(super::chunk_size(b"1a x"), None);
+    assert_eq!(super::chunk_size(b""), None);
+    assert_eq!(super::find_crlf(b"abc\r\nd", 10), Ok(Some(3)));
+    assert_eq!(super::find_crlf(b"abc\r", 10), Ok(None));
+    assert!(super::find_crlf(b"abc\rd", 10).is_err());
+    assert!(super::find_crlf(b"abcdefghijklmnop", 10).is_err());
+}
