@@ -568,8 +568,7 @@ fn forward<'a>(
         let result = match retry {
             None => call_backend(backend, out, timeout, backend_name).await,
             Some(plan) => {
-                let Outbound { parts, body, rest, hash_key } = out;
-                let attempts = with_retries(backend, parts, body, rest, hash_key, plan, timeout, backend_name);
+                let attempts = with_retries(backend, out, plan, timeout, backend_name);
                 match attempts.await {
                     Ok(r) => r,
                     Err(problem) => {
@@ -668,8 +667,6 @@ fn prepare_backend_call<'a>(
 
     let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(&mut parts.headers);
-    // X-Forwarded-For/-Proto/-Host, Forwarded and X-Request-Id: grow the map once, not per insert.
-    parts.headers.reserve(5);
     parts.headers.remove(header::EXPECT);
     if let Some(v) = upgrade_value {
         // An h2c upgrade is never honoured (RFC 9113 dropped it; a smuggling vector).
@@ -683,13 +680,14 @@ fn prepare_backend_call<'a>(
             parts.headers.insert(header::HOST, h.clone());
         }
     }
-    edge::set_forwarding_headers(
+    let added = edge::forwarding_fields(
         &mut parts.headers,
         &Downstream { peer: &conn.forwarded, peer_trusted, host: raw_host.as_ref() },
+        request_id,
     );
-    parts.headers.insert(edge::X_REQUEST_ID, request_id.clone());
 
-    Ok(BackendCall { backend, called, out: Outbound { parts, body, rest, hash_key }, timeout, retry, client_upgrade })
+    let out = Outbound { parts, added, body, rest, hash_key };
+    Ok(BackendCall { backend, called, out, timeout, retry, client_upgrade })
 }
 
 type Attempts<'a> = std::pin::Pin<
@@ -703,15 +701,13 @@ type Attempts<'a> = std::pin::Pin<
 #[allow(clippy::too_many_arguments)]
 fn with_retries<'a>(
     backend: &'a crate::upstream::Backend,
-    parts: http::request::Parts,
-    mut body: UpstreamBody,
-    rest: Bytes,
-    hash_key: Option<Vec<u8>>,
+    out: Outbound,
     plan: RetryPlan,
     timeout: Option<Duration>,
     backend_name: &'a str,
 ) -> Attempts<'a> {
     Box::pin(async move {
+        let Outbound { parts, added, mut body, rest, hash_key } = out;
         // Every attempt sends the same bytes, so the body is read once.
         if let Err(e) = body.buffer().await {
             let failure = match e {
@@ -729,8 +725,13 @@ fn with_retries<'a>(
             *head.version_mut() = parts.version;
             *head.headers_mut() = parts.headers.clone();
             let (p, ()) = head.into_parts();
-            let out =
-                Outbound { parts: p, body: body.clone_buffered(), rest: rest.clone(), hash_key: hash_key.clone() };
+            let out = Outbound {
+                parts: p,
+                added: added.clone(),
+                body: body.clone_buffered(),
+                rest: rest.clone(),
+                hash_key: hash_key.clone(),
+            };
             let r = call_backend(backend, out, timeout, backend_name).await;
             let again = match &r {
                 Ok(a) => plan.statuses.contains(&a.response.status().as_u16()),

@@ -191,8 +191,7 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         }
     }
     if !(d.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if peer.tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
-        headers.insert(X_FORWARDED_PROTO, proto);
+        headers.insert(X_FORWARDED_PROTO, proto_value(peer));
     }
     if !(d.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match d.host {
@@ -205,22 +204,81 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, d: &Downstream<'_>) {
         }
     }
     let prev = if d.peer_trusted { joined(headers, &FORWARDED) } else { None };
-    if prev.is_none() {
-        let value = {
-            let mut last = peer.last_forwarded.lock();
-            match &*last {
-                Some((host, value)) if host.as_deref() == d.host.map(HeaderValue::as_bytes) => value.clone(),
-                _ => {
-                    let value = forwarded_value(None, peer, d.host);
-                    *last = Some((d.host.map(|h| h.as_bytes().into()), value.clone()));
-                    value
+    let value = match prev {
+        None => last_forwarded(peer, d.host),
+        Some(prev) => forwarded_value(Some(&prev), peer, d.host),
+    };
+    headers.insert(FORWARDED, value);
+}
+
+/// The fields a backend request carries after the client's own.
+pub type AddedFields = Vec<(HeaderName, HeaderValue)>;
+
+/// The forwarding fields of [`set_forwarding_headers`] and `X-Request-Id`, taken *out* of
+/// `headers` (where a client sent them) and returned for the backend request's writer to add
+/// after the client's fields: the client's map is never grown (which rebuilt its table on every
+/// request). The backend sees the same fields either way.
+pub fn forwarding_fields(headers: &mut HeaderMap, d: &Downstream<'_>, request_id: &HeaderValue) -> AddedFields {
+    let mut out = Vec::with_capacity(5);
+    if d.peer_trusted {
+        // A trusted proxy's values are merged in place (rare), then moved out.
+        set_forwarding_headers(headers, d);
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED, X_REQUEST_ID] {
+            if let http::header::Entry::Occupied(e) = headers.entry(name) {
+                let (name, values) = e.remove_entry_mult();
+                if name != X_REQUEST_ID {
+                    out.extend(values.map(|v| (name.clone(), v)));
                 }
             }
-        };
-        headers.insert(FORWARDED, value);
-        return;
+        }
+    } else {
+        strip_spoofable(headers, false);
+        // One pass over the names; the client's own values (lookups) only when there are any.
+        let sent_any = headers.keys().any(|n| {
+            matches!(n.as_str().len(), 9 | 12 | 15 | 16 | 17)
+                && (n == X_FORWARDED_FOR
+                    || n == X_FORWARDED_PROTO
+                    || n == X_FORWARDED_HOST
+                    || n == FORWARDED
+                    || n == X_REQUEST_ID)
+        });
+        if sent_any {
+            for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, FORWARDED, X_REQUEST_ID] {
+                headers.remove(name);
+            }
+        }
+        let peer = d.peer;
+        out.push((X_FORWARDED_FOR, peer.xff.clone()));
+        out.push((X_FORWARDED_PROTO, proto_value(peer)));
+        if let Some(h) = d.host {
+            out.push((X_FORWARDED_HOST, h.clone()));
+        }
+        out.push((FORWARDED, last_forwarded(peer, d.host)));
     }
-    headers.insert(FORWARDED, forwarded_value(prev.as_deref(), peer, d.host));
+    out.push((X_REQUEST_ID, request_id.clone()));
+    out
+}
+
+fn proto_value(peer: &Peer) -> HeaderValue {
+    if peer.tls {
+        HeaderValue::from_static("https")
+    } else {
+        HeaderValue::from_static("http")
+    }
+}
+
+/// This hop's `Forwarded` value for an untrusted request: the connection's last one while the
+/// Host stays the same.
+fn last_forwarded(peer: &Peer, host: Option<&HeaderValue>) -> HeaderValue {
+    let mut last = peer.last_forwarded.lock();
+    match &*last {
+        Some((h, value)) if h.as_deref() == host.map(HeaderValue::as_bytes) => value.clone(),
+        _ => {
+            let value = forwarded_value(None, peer, host);
+            *last = Some((host.map(|h| h.as_bytes().into()), value.clone()));
+            value
+        }
+    }
 }
 
 /// This hop's `Forwarded` element after `prev` (the trusted elements before it, if any);
@@ -341,6 +399,48 @@ mod tests {
         strip_spoofable(&mut trusted, true);
         assert_eq!(trusted["x-real-ip"], "6.6.6.6");
         assert!(trusted.get("x-original-url").is_none());
+    }
+
+    /// The fields the backend writer adds are exactly what setting them in the map gives.
+    #[test]
+    fn added_fields_equal_the_fields_set_in_place() {
+        let rid = HeaderValue::from_static("rid-1");
+        let host = HeaderValue::from_static("api.test");
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, host.clone());
+            h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            h.insert(FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+            h.insert(X_REQUEST_ID, HeaderValue::from_static("client-id"));
+            h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+            h.insert("x-other", HeaderValue::from_static("kept"));
+            let peer = Peer::new("10.0.0.1".parse().expect("ip"), false);
+            let d = Downstream { peer: &peer, peer_trusted: trusted, host: Some(&host) };
+            let mut in_place = h.clone();
+            set_forwarding_headers(&mut in_place, &d);
+            in_place.insert(X_REQUEST_ID, rid.clone());
+            let mut rest = h.clone();
+            let added = forwarding_fields(&mut rest, &d, &rid);
+            for (name, _) in &added {
+                assert!(!rest.contains_key(name), "{name} is both in the map and added");
+            }
+            for (name, value) in added {
+                rest.append(name, value);
+            }
+            assert_eq!(rest, in_place, "trusted: {trusted}");
+        }
+        // Without any forwarding field from the client, nothing is removed.
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, host.clone());
+        let peer = Peer::new("9.9.9.9".parse().expect("ip"), true);
+        let d = Downstream { peer: &peer, peer_trusted: false, host: Some(&host) };
+        let added = forwarding_fields(&mut h, &d, &rid);
+        assert_eq!(h.len(), 1);
+        let names: Vec<&str> = added.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"]);
+        assert_eq!(added[1].1, "https");
+        assert_eq!(added[3].1, "for=9.9.9.9;proto=https;host=\"api.test\"");
     }
 
     #[test]

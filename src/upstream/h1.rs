@@ -101,11 +101,12 @@ impl Conn {
     pub async fn send(
         mut self: Box<Self>,
         req: Request<UpstreamBody>,
+        added: &[(HeaderName, HeaderValue)],
         reused: bool,
         slot: Arc<ServerSlot>,
     ) -> Result<Response<ResponseStream>, Failure> {
         let (mut parts, mut body) = req.into_parts();
-        let framing = self.encode_head(&mut parts, &body);
+        let framing = self.encode_head(&mut parts, added, &body);
         let mut up = Upload::new(framing);
         let head = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut body, &mut up, &parts.method)).await;
         let head = match head {
@@ -137,8 +138,14 @@ impl Conn {
         Ok(resp)
     }
 
-    /// The request head into `out`, with the framing its body needs.
-    fn encode_head(&mut self, parts: &mut http::request::Parts, body: &UpstreamBody) -> Framing {
+    /// The request head into `out`: the map's fields, then `added`, with the framing its body
+    /// needs.
+    fn encode_head(
+        &mut self,
+        parts: &mut http::request::Parts,
+        added: &[(HeaderName, HeaderValue)],
+        body: &UpstreamBody,
+    ) -> Framing {
         let h = &mut parts.headers;
         h.remove(header::TRANSFER_ENCODING);
         let framing = if body.is_end_stream() {
@@ -160,7 +167,7 @@ impl Conn {
         out.push(b' ');
         out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in parts.headers.iter() {
+        for (name, value) in parts.headers.iter().chain(added.iter().map(|(n, v)| (n, v))) {
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());

@@ -331,6 +331,8 @@ impl UpstreamError {
 /// The request as the upstream layer needs it.
 pub struct Outbound {
     pub parts: Parts,
+    /// Fields written after `parts.headers` (forwarding fields, the request id).
+    pub added: crate::edge::AddedFields,
     pub body: UpstreamBody,
     /// Path and query after the API prefix, starting with `/` or `?` (or empty).
     pub rest: bytes::Bytes,
@@ -429,7 +431,7 @@ impl Backend {
     /// Sends the request to a server, retrying idempotent body-less requests on another server
     /// when a connection fails or a configured status comes back, within the retry budget.
     pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
-        let Outbound { parts, body, rest, hash_key } = out;
+        let Outbound { parts, added, body, rest, hash_key } = out;
         let parts_method = parts.method;
         let started_ms = self.registry.now_ms();
         let now_s = started_ms / 1000;
@@ -475,7 +477,7 @@ impl Backend {
             }
             let state = &self.servers[i];
             state.active.fetch_add(1, Ordering::Relaxed);
-            let sent = tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req)).await;
+            let sent = tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added)).await;
             state.active.fetch_sub(1, Ordering::Relaxed);
             let can_retry = |this: &Self| {
                 retryable
@@ -565,7 +567,7 @@ impl Backend {
         if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
             h.insert(http::header::HOST, v);
         }
-        match tokio::time::timeout(timeout, self.pool.send(i, server, req)).await {
+        match tokio::time::timeout(timeout, self.pool.send(i, server, req, &[])).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
                 // Read the body to its end so the connection goes back to the pool.

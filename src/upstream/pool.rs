@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
@@ -102,8 +102,15 @@ impl Pool {
         i: usize,
         server: &ServerSpec,
         mut req: Request<UpstreamBody>,
+        added: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<BackendBody>, SendError> {
         let slot = &self.slots[i];
+        if self.config.protocol == Protocol::Http2 || req.headers().contains_key(http::header::UPGRADE) {
+            // hyper writes these requests; it takes every field from the map.
+            for (name, value) in added {
+                req.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         if self.config.protocol == Protocol::Http2 {
             let mut sender = Box::pin(self.h2_sender(slot, server)).await?;
             return match sender.send_request(req).await {
@@ -126,7 +133,7 @@ impl Pool {
                 // line keeps the per-request future small and cheap to move.
                 None => (h1::Conn::new(Box::pin(self.connect_io(server)).await?), false),
             };
-            match conn.send(req, reused, slot.clone()).await {
+            match conn.send(req, added, reused, slot.clone()).await {
                 Ok(resp) => return Ok(resp.map(BackendBody::Http1)),
                 Err(h1::Failure::Stale(back)) => req = *back,
                 Err(h1::Failure::Failed(e)) => return Err(SendError::Http1(e)),
