@@ -667,7 +667,6 @@ fn prepare_backend_call<'a>(
 
     let upgrade_value = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::EXPECT);
     if let Some(v) = upgrade_value {
         // An h2c upgrade is never honoured (RFC 9113 dropped it; a smuggling vector).
         if !v.as_bytes().eq_ignore_ascii_case(b"h2c") {

@@ -16,8 +16,10 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[s..e.max(s)]
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop, as a bit each.
-fn hop_by_hop_bit(n: &HeaderName) -> u8 {
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop, as a bit each;
+/// and `Expect`, which the gateway answers itself (hyper sends the client its `100 Continue`), so
+/// a backend never sees it (it is a request field; no response carries it).
+fn hop_by_hop_bit(n: &HeaderName) -> u16 {
     if n == header::CONNECTION {
         1
     } else if n == header::TE {
@@ -33,6 +35,7 @@ fn hop_by_hop_bit(n: &HeaderName) -> u8 {
             "keep-alive" => 32,
             "proxy-connection" => 64,
             "http2-settings" => 128,
+            "expect" => 256,
             _ => 0,
         }
     }
@@ -43,7 +46,7 @@ fn hop_by_hop_bit(n: &HeaderName) -> u8 {
 /// field names records which are present, so the common cases (none, or `Connection:
 /// keep-alive` from a backend) cost no lookups by name and no allocation.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut present = 0u8;
+    let mut present = 0u16;
     for name in h.keys() {
         present |= hop_by_hop_bit(name);
     }
@@ -73,14 +76,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(name);
         }
     }
-    const BY_BIT: [(u8, HeaderName); 4] =
+    const BY_BIT: [(u16, HeaderName); 4] =
         [(2, header::TE), (4, header::TRAILER), (8, header::TRANSFER_ENCODING), (16, header::UPGRADE)];
     for (bit, name) in BY_BIT {
         if present & bit != 0 {
             h.remove(name);
         }
     }
-    for (bit, name) in [(32, "keep-alive"), (64, "proxy-connection"), (128, "http2-settings")] {
+    for (bit, name) in [(32, "keep-alive"), (64, "proxy-connection"), (128, "http2-settings"), (256, "expect")] {
         if present & bit != 0 {
             h.remove(name);
         }
@@ -101,7 +104,9 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::HOST, HeaderValue::from_static("a"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         strip_hop_by_hop(&mut h);
+        assert!(h.get(header::EXPECT).is_none());
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(header::CONNECTION).is_none());

@@ -105,8 +105,8 @@ impl Conn {
         reused: bool,
         slot: Arc<ServerSlot>,
     ) -> Result<Response<ResponseStream>, Failure> {
-        let (mut parts, mut body) = req.into_parts();
-        let framing = self.encode_head(&mut parts, added, &body);
+        let (parts, mut body) = req.into_parts();
+        let framing = self.encode_head(&parts, added, &body);
         let mut up = Upload::new(framing);
         let head = std::future::poll_fn(|cx| self.poll_exchange(cx, &mut body, &mut up, &parts.method)).await;
         let head = match head {
@@ -142,23 +142,15 @@ impl Conn {
     /// needs.
     fn encode_head(
         &mut self,
-        parts: &mut http::request::Parts,
+        parts: &http::request::Parts,
         added: &[(HeaderName, HeaderValue)],
         body: &UpstreamBody,
     ) -> Framing {
-        let h = &mut parts.headers;
-        h.remove(header::TRANSFER_ENCODING);
         let framing = if body.is_end_stream() {
-            if h.contains_key(header::CONTENT_LENGTH) {
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-            }
             Framing::Empty
         } else if let Some(n) = body.size_hint().exact() {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
             Framing::Length { left: n }
         } else {
-            h.remove(header::CONTENT_LENGTH);
-            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
             Framing::Chunked
         };
         let out = &mut self.out;
@@ -167,11 +159,27 @@ impl Conn {
         out.push(b' ');
         out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        // The framing fields are the body's, written last; whatever the map says is dropped.
+        let mut had_length = false;
         for (name, value) in parts.headers.iter().chain(added.iter().map(|(n, v)| (n, v))) {
+            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+                had_length |= name == header::CONTENT_LENGTH;
+                continue;
+            }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        match framing {
+            // A declared length with no body left to send (a policy emptied it) becomes 0.
+            Framing::Empty if had_length => out.extend_from_slice(b"content-length: 0\r\n"),
+            Framing::Empty => {}
+            Framing::Length { left } => {
+                use std::io::Write;
+                let _ = write!(out, "content-length: {left}\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
         out.extend_from_slice(b"\r\n");
         framing

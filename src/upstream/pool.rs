@@ -105,7 +105,8 @@ impl Pool {
         added: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<BackendBody>, SendError> {
         let slot = &self.slots[i];
-        if self.config.protocol == Protocol::Http2 || req.headers().contains_key(http::header::UPGRADE) {
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        if self.config.protocol == Protocol::Http2 || upgrade {
             // hyper writes these requests; it takes every field from the map.
             for (name, value) in added {
                 req.headers_mut().append(name.clone(), value.clone());
@@ -121,7 +122,7 @@ impl Pool {
                 }
             };
         }
-        if req.headers().contains_key(http::header::UPGRADE) {
+        if upgrade {
             // A connection of its own: on `101` hyper hands it over to the tunnel.
             let mut sender = Box::pin(self.connect_upgradable(server)).await?;
             return sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed);
