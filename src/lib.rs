@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod expr;
 pub mod hashing;
+pub mod hop;
 pub mod identity;
 pub mod listener;
 pub mod observe;

@@ -30,10 +30,8 @@ use crate::server::Active;
 use crate::upstream::balance::Balance;
 use crate::upstream::Outbound;
 
-mod hop;
-
-use hop::is_upgrade;
-pub use hop::strip_hop_by_hop;
+use crate::hop::is_upgrade;
+pub use crate::hop::strip_hop_by_hop;
 
 /// What the proxy knows about the client connection.
 pub struct ConnInfo {

@@ -14,7 +14,8 @@
 //! (which is then removed, and the connection is not reused); a final `chunked` coding is
 //! decoded, any other coding is read until the connection closes; several `Content-Length`
 //! values must agree or the response is rejected; no framing at all means "until close".
-//! Interim 1xx responses are skipped. A connection is reused only when the response was read to
+//! Interim 1xx responses are skipped; hop-by-hop fields are not put in the response's map. A
+//! connection is reused only when the response was read to
 //! its exact end, nothing followed it, it was HTTP/1.1 and did not say `Connection: close`.
 
 use std::io;
@@ -375,6 +376,13 @@ impl Conn {
                 let name =
                     HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Invalid("invalid header name"))?;
                 frame.note(&name, h.value);
+                // Hop-by-hop fields are this connection's, never the client's: left out here so
+                // the proxy's own pass finds none (a `Connection` naming other fields stays for it).
+                if crate::hop::hop_by_hop_bit(&name) != 0
+                    && (name != header::CONNECTION || !crate::hop::connection_nominates(h.value))
+                {
+                    continue;
+                }
                 let start = h.value.as_ptr() as usize - base;
                 self.fields.push((name, start, start + h.value.len()));
             }

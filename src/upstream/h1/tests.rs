@@ -175,7 +175,7 @@ async fn exchange(
 
 #[tokio::test]
 async fn a_length_delimited_response_is_read_and_the_connection_reused() {
-    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\nhello";
     let o = origin(vec![Reply::Send(ok), Reply::Send(ok), Reply::Send(ok)]).await;
     let p = pool();
     for _ in 0..3 {
@@ -183,6 +183,7 @@ async fn a_length_delimited_response_is_read_and_the_connection_reused() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["x-a"], "1");
         assert_eq!(headers["content-length"], "5");
+        assert!(headers.get("connection").is_none() && headers.get("keep-alive").is_none(), "hop-by-hop");
         assert_eq!(&body[..], b"hello");
     }
     assert_eq!(o.accepts.load(Ordering::SeqCst), 1, "one connection for three requests");
@@ -193,10 +194,13 @@ async fn a_length_delimited_response_is_read_and_the_connection_reused() {
 
 #[tokio::test]
 async fn a_chunked_response_is_decoded_with_extensions_and_trailers() {
-    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
     let o = origin(vec![Reply::Send(chunked), Reply::Send(b"HTTP/1.1 204 No Content\r\n\r\n")]).await;
     let p = pool();
-    let (_, _, body, trailers) = exchange(&p, &o, get("/")).await.expect("exchange");
+    let (_, headers, body, trailers) = exchange(&p, &o, get("/")).await.expect("exchange");
+    assert!(headers.get("transfer-encoding").is_none());
+    // A `Connection` that names other fields stays for the proxy's hop-by-hop pass.
+    assert_eq!(headers["connection"], "X-Hop");
     assert_eq!(&body[..], b"hello world");
     assert_eq!(trailers.expect("trailers")["x-sum"], "11");
     let (status, _, body, _) = exchange(&p, &o, get("/")).await.expect("second");

@@ -1,9 +1,10 @@
-//! Hop-by-hop fields (RFC 9110 §7.6.1): what the proxy strips from requests and responses, and
-//! how it recognises an upgrade request.
+//! Hop-by-hop fields (RFC 9110 §7.6.1): what the proxy strips from requests and responses (the
+//! HTTP/1.1 backend client already leaves them out of the responses it reads), and how an upgrade
+//! request is recognised.
 
 use http::header::{self, HeaderMap, HeaderName};
 
-pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
+pub fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()
@@ -19,7 +20,7 @@ fn trim(v: &[u8]) -> &[u8] {
 /// Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop, as a bit each;
 /// and `Expect`, which the gateway answers itself (hyper sends the client its `100 Continue`), so
 /// a backend never sees it (it is a request field; no response carries it).
-fn hop_by_hop_bit(n: &HeaderName) -> u16 {
+pub fn hop_by_hop_bit(n: &HeaderName) -> u16 {
     if n == header::CONNECTION {
         1
     } else if n == header::TE {
@@ -88,6 +89,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(name);
         }
     }
+}
+
+/// Whether a `Connection` value names fields to remove besides the common `close` and
+/// `keep-alive` (then [`strip_hop_by_hop`] must see it).
+pub fn connection_nominates(value: &[u8]) -> bool {
+    value
+        .split(|c| *c == b',')
+        .map(trim)
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
 }
 
 #[cfg(test)]
