@@ -257,6 +257,7 @@ where
 {
     let mut stopping = std::pin::pin!(stop.cancelled());
     let mut told = false;
+    let mut registered = false;
     std::future::poll_fn(|cx| loop {
         if conn.as_mut().poll(cx).is_ready() {
             return Poll::Ready(());
@@ -264,8 +265,16 @@ where
         if told {
             return Poll::Pending;
         }
+        // The stop signal is polled once, which leaves this task's waker with it (a task's waker
+        // does not change); after that, the flag is enough and costs one load per wake-up.
+        let stop_now = if registered {
+            stop.is_cancelled()
+        } else {
+            registered = true;
+            stopping.as_mut().poll(cx).is_ready()
+        };
         // The service sets `goaway` while hyper polls it, so it is checked after each poll.
-        if goaway.load(Ordering::Relaxed) || stopping.as_mut().poll(cx).is_ready() {
+        if goaway.load(Ordering::Relaxed) || stop_now {
             told = true;
             graceful(&mut conn);
             continue;

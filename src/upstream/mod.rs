@@ -17,7 +17,7 @@ use std::error::Error as _;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -147,7 +147,11 @@ impl HealthRegistry {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.0.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch.0).as_millis() as u64
     }
 }
 
@@ -433,7 +437,9 @@ impl Backend {
     pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
         let Outbound { parts, added, body, rest, hash_key } = out;
         let parts_method = parts.method;
-        let started_ms = self.registry.now_ms();
+        // One clock read for the retry budget, the balancer and the pool's idle check.
+        let started = Instant::now();
+        let started_ms = self.registry.ms_at(started);
         let now_s = started_ms / 1000;
         self.budget.on_request(now_s);
         let retryable = idempotent(&parts_method) && http_body::Body::is_end_stream(&body);
@@ -477,7 +483,8 @@ impl Backend {
             }
             let state = &self.servers[i];
             state.active.fetch_add(1, Ordering::Relaxed);
-            let sent = tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added)).await;
+            let sent =
+                tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added, started)).await;
             state.active.fetch_sub(1, Ordering::Relaxed);
             let can_retry = |this: &Self| {
                 retryable
@@ -567,7 +574,7 @@ impl Backend {
         if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
             h.insert(http::header::HOST, v);
         }
-        match tokio::time::timeout(timeout, self.pool.send(i, server, req, &[])).await {
+        match tokio::time::timeout(timeout, self.pool.send(i, server, req, &[], Instant::now())).await {
             Ok(Ok(resp)) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
                 // Read the body to its end so the connection goes back to the pool.

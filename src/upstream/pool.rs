@@ -103,6 +103,7 @@ impl Pool {
         server: &ServerSpec,
         mut req: Request<UpstreamBody>,
         added: &[(HeaderName, HeaderValue)],
+        now: Instant,
     ) -> Result<Response<BackendBody>, SendError> {
         let slot = &self.slots[i];
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
@@ -128,7 +129,7 @@ impl Pool {
             return sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed);
         }
         loop {
-            let (conn, reused) = match Self::checkout(slot) {
+            let (conn, reused) = match Self::checkout(slot, now) {
                 Some(c) => (c, true),
                 // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out of
                 // line keeps the per-request future small and cheap to move.
@@ -142,11 +143,12 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that is still open.
-    fn checkout(slot: &ServerSlot) -> Option<Box<h1::Conn>> {
+    /// The most recently used idle connection that is still open (`now`: the request's clock
+    /// read).
+    fn checkout(slot: &ServerSlot, now: Instant) -> Option<Box<h1::Conn>> {
         loop {
             let mut candidate = slot.idle.lock().pop()?;
-            if candidate.since.elapsed() <= slot.idle_timeout && candidate.conn.is_usable() {
+            if now.saturating_duration_since(candidate.since) <= slot.idle_timeout && candidate.conn.is_usable() {
                 return Some(candidate.conn);
             }
         }

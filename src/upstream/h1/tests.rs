@@ -156,7 +156,7 @@ async fn exchange(
     o: &Origin,
     req: Request<UpstreamBody>,
 ) -> Result<(StatusCode, http::HeaderMap, Bytes, Option<http::HeaderMap>), String> {
-    let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(0, &o.spec, req, &[]))
+    let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(0, &o.spec, req, &[], std::time::Instant::now()))
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| match e {
@@ -352,7 +352,8 @@ async fn added_fields_follow_the_requests_own() {
         (http::HeaderName::from_static("x-forwarded-for"), http::HeaderValue::from_static("192.0.2.1")),
         (http::HeaderName::from_static("x-request-id"), http::HeaderValue::from_static("rid")),
     ];
-    let resp = pool().send(0, &o.spec, get("/"), &added).await.map_err(|_| "send").expect("send");
+    let resp =
+        pool().send(0, &o.spec, get("/"), &added, std::time::Instant::now()).await.map_err(|_| "send").expect("send");
     drop(resp);
     let seen = String::from_utf8(o.requests.lock()[0].clone()).expect("text");
     assert!(seen.ends_with("host: origin.test\r\nx-forwarded-for: 192.0.2.1\r\nx-request-id: rid\r\n\r\n"), "{seen}");
