@@ -318,9 +318,10 @@ async fn serve(
     if route.chain.is_empty() {
         return forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
     }
-    // Boxed: the pipeline's state (the Exchange, policy futures) would otherwise make every
-    // request's future larger, and hyper moves that future into place for plain routes too.
-    pipeline_boxed(active, conn, route, params, path.into_owned(), call, request_id, peer_trusted, trace).await
+    // Boxed: the pipeline's state (policy futures, the backend call's) would otherwise make
+    // every request's future larger, and hyper moves that future into place for plain routes
+    // too. The exchange lives in a box of its own, reused (`policy::Held`).
+    pipeline_boxed(active, conn, route, params, &path, call, request_id, peer_trusted, trace).await
 }
 
 /// A request on its way to the backend.
