@@ -287,12 +287,16 @@ thread_local! {
     static SPARE: RefCell<Vec<Box<Exchange>>> = const { RefCell::new(Vec::new()) };
     /// What a blank exchange routes to (no API, no policies); one per thread, so taking it
     /// does not contend on one reference count across threads.
-    static BLANK_ROUTE: Arc<Route> = Arc::new(Route {
+    static BLANK_ROUTE: Arc<Route> = new_blank_route();
+}
+
+fn new_blank_route() -> Arc<Route> {
+    Arc::new(Route {
         api: Arc::new(Api { name: String::new(), prefix: String::new(), backend: None, server_timing: false }),
         operation: None,
         chain: Arc::new(Chain::default()),
         metrics: Default::default(),
-    });
+    })
 }
 
 /// Empties `v`, keeping its buffer unless it is larger than a request usually needs.
@@ -305,15 +309,8 @@ fn empty<T>(v: &mut Vec<T>) {
 }
 
 fn blank_route() -> Arc<Route> {
-    BLANK_ROUTE.try_with(Arc::clone).unwrap_or_else(|_| {
-        // Only while the thread is being torn down.
-        Arc::new(Route {
-            api: Arc::new(Api { name: String::new(), prefix: String::new(), backend: None, server_timing: false }),
-            operation: None,
-            chain: Arc::new(Chain::default()),
-            metrics: Default::default(),
-        })
-    })
+    // A new one only while the thread is being torn down.
+    BLANK_ROUTE.try_with(Arc::clone).unwrap_or_else(|_| new_blank_route())
 }
 
 /// One request's exchange in a box reused from its thread's spare list: the pipeline fills it
