@@ -5,17 +5,19 @@
 //! backend call (`backend`), and in outbound/on-error the response. Values they compute for later
 //! policies (claims, the caller, variables) live here too, so nothing is global per request.
 
-use std::net::IpAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::Stage;
+use super::{Chain, Stage};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::respond::{Layer, Problem};
-use crate::route::Route;
+use crate::route::{Api, Route};
 
 /// Who is calling, once a subscription key was accepted.
 #[derive(Debug, Clone)]
@@ -128,6 +130,89 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// An exchange holding no request: what a reused box holds between requests.
+    fn blank() -> Exchange {
+        Exchange {
+            stage: Stage::Inbound,
+            request: http::Request::new(()).into_parts().0,
+            body: UpstreamBody::empty(),
+            path: String::new(),
+            params: Vec::new(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            request_id: HeaderValue::from_static(""),
+            route: blank_route(),
+            vars: Vec::new(),
+            jwt: None,
+            caller: None,
+            backend: BackendPlan::default(),
+            response: None,
+            error: None,
+            extra_response_headers: HeaderMap::new(),
+            deferred: Vec::new(),
+            on_sent: Vec::new(),
+            body_limit: 0,
+            cache: None,
+        }
+    }
+
+    /// Back to [`Exchange::blank`], keeping only the capacity of the path, the variables and
+    /// the extra response headers (text of no request: they are emptied). Every field is named,
+    /// so a field added to `Exchange` does not compile until it is reset here too: nothing of
+    /// one request may reach the next one that gets this box.
+    fn reset(&mut self) {
+        let Exchange {
+            stage,
+            request,
+            body,
+            path,
+            params,
+            client_ip,
+            request_id,
+            route,
+            vars,
+            jwt,
+            caller,
+            backend,
+            response,
+            error,
+            extra_response_headers,
+            deferred,
+            on_sent,
+            body_limit,
+            cache,
+        } = self;
+        *stage = Stage::Inbound;
+        *request = http::Request::new(()).into_parts().0;
+        *body = UpstreamBody::empty();
+        if path.capacity() > KEEP_BYTES {
+            *path = String::new();
+        } else {
+            path.clear();
+        }
+        *params = Vec::new();
+        *client_ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        *request_id = HeaderValue::from_static("");
+        // The route holds its snapshot's policies: a spare box must not keep them alive.
+        *route = blank_route();
+        empty(vars);
+        *jwt = None;
+        *caller = None;
+        *backend = BackendPlan::default();
+        *response = None;
+        *error = None;
+        if extra_response_headers.capacity() > KEEP_ITEMS {
+            *extra_response_headers = HeaderMap::new();
+        } else {
+            extra_response_headers.clear();
+        }
+        // Callbacks not run by now belong to a request that ended early; they are dropped
+        // unrun, as they were when the exchange itself was dropped.
+        empty(deferred);
+        empty(on_sent);
+        *body_limit = 0;
+        *cache = None;
+    }
+
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars.iter().rev().find(|(n, _)| &**n == name).map(|(_, v)| v.as_str())
     }
@@ -188,3 +273,92 @@ impl Exchange {
         }
     }
 }
+
+/// A reused box keeps its path's buffer up to this size, its variables and extra response
+/// headers up to this many entries; larger ones go with their request.
+const KEEP_BYTES: usize = 1024;
+const KEEP_ITEMS: usize = 16;
+/// Spare boxes kept per thread (one per request in flight at once on the thread is enough).
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    // Boxes, not values: a request takes one over as it is, without moving the exchange.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Exchange>>> = const { RefCell::new(Vec::new()) };
+    /// What a blank exchange routes to (no API, no policies); one per thread, so taking it
+    /// does not contend on one reference count across threads.
+    static BLANK_ROUTE: Arc<Route> = new_blank_route();
+}
+
+fn new_blank_route() -> Arc<Route> {
+    Arc::new(Route {
+        api: Arc::new(Api { name: String::new(), prefix: String::new(), backend: None, server_timing: false }),
+        operation: None,
+        chain: Arc::new(Chain::default()),
+        metrics: Default::default(),
+    })
+}
+
+/// Empties `v`, keeping its buffer unless it is larger than a request usually needs.
+fn empty<T>(v: &mut Vec<T>) {
+    if v.capacity() > KEEP_ITEMS {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
+fn blank_route() -> Arc<Route> {
+    // A new one only while the thread is being torn down.
+    BLANK_ROUTE.try_with(Arc::clone).unwrap_or_else(|_| new_blank_route())
+}
+
+/// One request's exchange in a box reused from its thread's spare list: the pipeline fills it
+/// in place and it is reset (emptied of the request) and given back when dropped, so a request
+/// with policies neither allocates the exchange nor copies it into its (boxed) future.
+pub struct Held(Option<Box<Exchange>>);
+
+impl Held {
+    /// A blank exchange: a spare of this thread, else a new one.
+    pub fn take() -> Held {
+        let spare = SPARE.try_with(|s| s.try_borrow_mut().ok()?.pop()).ok().flatten();
+        Held(Some(spare.unwrap_or_else(|| Box::new(Exchange::blank()))))
+    }
+}
+
+impl Deref for Held {
+    type Target = Exchange;
+    fn deref(&self) -> &Exchange {
+        match &self.0 {
+            Some(x) => x,
+            None => unreachable!("the exchange leaves its holder only when dropped"),
+        }
+    }
+}
+
+impl DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Exchange {
+        match &mut self.0 {
+            Some(x) => x,
+            None => unreachable!("the exchange leaves its holder only when dropped"),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(mut x) = self.0.take() else { return };
+        x.reset();
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut spare) = s.try_borrow_mut() {
+                if spare.len() < SPARE_MAX {
+                    spare.push(x);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

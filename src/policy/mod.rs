@@ -63,7 +63,7 @@ use http::Response;
 use serde::de::DeserializeOwned;
 
 pub use env::PolicyEnv;
-pub use exchange::{BackendPlan, CacheTicket, Caller, ErrorInfo, Exchange, RetryPlan, SentHook};
+pub use exchange::{BackendPlan, CacheTicket, Caller, ErrorInfo, Exchange, Held, RetryPlan, SentHook};
 pub use run::{run_section, Flow};
 
 use crate::body::ResponseBody;

@@ -130,11 +130,18 @@ impl Policy for RateLimitByKey {
     }
 
     fn run<'a>(&'a self, x: &'a mut Exchange) -> Step<'a> {
-        let key = support::counter_key(&self.prefix, &self.key, x);
         let counts = self.increment.counts_now(x);
         // A request that does not count is still refused at the limit: take one, give it back.
         let n = if counts { self.n } else { 1 };
-        match self.limits.try_rate(&key, self.spec, n) {
+        // The key is built in a buffer of the thread and copied out only when it is needed after
+        // this lookup: to wait for Redis, or to give the calls back (now, or at the end).
+        let later = !counts || self.increment.is_later();
+        let (check, key) = support::with_counter_key(&self.prefix, &self.key, x, |key| {
+            let check = self.limits.try_rate(key, self.spec, n);
+            let keep = later || !matches!(check, Check::Done(_));
+            (check, if keep { key.to_owned() } else { String::new() })
+        });
+        match check {
             Check::Done(d) => Step::Ready(self.decided(x, key, n, counts, d)),
             Check::Pending => Step::Wait(Box::pin(async move {
                 let d = self.limits.rate(&key, self.spec, n).await;

@@ -193,8 +193,8 @@ impl Policy for SetHeader {
             }
             return Step::Ready(Outcome::Continue);
         }
-        let exists = util::headers_mut(x).is_some_and(|h| h.contains_key(&self.name));
-        if exists && self.action == ExistsAction::Skip {
+        // Only `skip` asks whether the field is there (a lookup per request otherwise).
+        if self.action == ExistsAction::Skip && util::headers_mut(x).is_some_and(|h| h.contains_key(&self.name)) {
             return Step::Ready(Outcome::Continue);
         }
         if let [only] = self.values.as_slice() {

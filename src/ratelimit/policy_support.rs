@@ -1,6 +1,7 @@
 //! What the four counting policies share once their config is compiled: the header options,
 //! the `*_variable_name` outputs, and increment conditions that may wait for the response.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -183,6 +184,28 @@ pub fn counter_key(prefix: &str, key: &Template, x: &Exchange) -> String {
     k
 }
 
+thread_local! {
+    /// Where [`with_counter_key`] builds keys: most requests need their key only for one
+    /// lookup, so it is not allocated per request.
+    static KEY_BUFFER: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// Runs `f` with the [`counter_key`], built in a buffer kept by the thread (a nested call finds
+/// it taken and uses a new one).
+pub fn with_counter_key<R>(prefix: &str, key: &Template, x: &Exchange, f: impl FnOnce(&str) -> R) -> R {
+    let v = key.render(x);
+    let mut buf = KEY_BUFFER.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push_str(&v);
+    let r = f(&buf);
+    // A key made of a long request value does not stay with the thread.
+    if buf.capacity() <= 1024 {
+        let _ = KEY_BUFFER.try_with(|b| b.set(buf));
+    }
+    r
+}
+
 /// Compiles a config whose API `orders` (operation `get` at `/{id}`) has `inbound` as its
 /// inbound section; `Err` holds `path: message` for every error.
 #[cfg(test)]
@@ -203,4 +226,26 @@ pub fn compile_section(section: &str, policies: &str) -> Result<(), Vec<String>>
     crate::snapshot::compile_str("t.yaml", &yaml, std::path::Path::new("."))
         .map(|_| ())
         .map_err(|errors| errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_from_the_threads_buffer_is_the_counter_key_and_a_nested_one_has_its_own() {
+        let names = Names { params: &[], vars: &[], response: false };
+        let t = Template::parse("{request.path}", &names).expect("template");
+        let mut x = crate::policy::Held::take();
+        x.path.push_str("/orders/1");
+        let owned = counter_key("rlk|api:orders|1000|", &t, &x);
+        let (outer, inner) = with_counter_key("rlk|api:orders|1000|", &t, &x, |k| {
+            let inner = with_counter_key("p|", &t, &x, str::to_owned);
+            (k.to_owned(), inner)
+        });
+        assert_eq!(outer, owned);
+        assert_eq!(inner, "p|/orders/1");
+        // The buffer kept by the thread holds nothing of a later key but that key.
+        assert_eq!(with_counter_key("q|", &t, &x, str::to_owned), "q|/orders/1");
+    }
 }

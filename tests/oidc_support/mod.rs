@@ -67,7 +67,8 @@ impl Idp {
             // Keep draining so the provider never blocks on a full pipe.
             let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the OpenID provider did not start");
+        // Node starting the provider can take a while on a loaded 2-core machine.
+        let line = rx.recv_timeout(Duration::from_secs(90)).expect("the OpenID provider did not start");
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
         let s = |k: &str| v[k].as_str().expect("url").to_owned();
         Idp { issuer: s("issuer"), other_issuer: s("other_issuer"), admin: s("admin"), child, _stdin: stdin }
