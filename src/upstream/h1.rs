@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// Longest chunk-size line (with its extensions).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Largest trailer section of a chunked response.
+/// Largest trailer section of a chunked response (and so its longest line).
 const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
 /// Why an exchange failed.
@@ -57,6 +57,10 @@ pub enum Error {
     /// The client's request body failed (too large, stalled, unreadable) while it was sent.
     #[error(transparent)]
     ClientBody(BodyError),
+    /// The request body did not match its own declared length (a gateway fault, not the
+    /// backend's: the request is not sent on).
+    #[error("the request body does not match its length")]
+    BodyLength,
 }
 
 /// How [`Conn::send`] failed.
@@ -124,13 +128,17 @@ impl Conn {
                 return Err(Failure::Failed(e));
             }
         };
-        // A response that came before the whole request went out ends the connection after it.
+        // A response that came before the whole request went out ends the connection after it;
+        // the rest of the body still goes out while the response is read.
         let reusable = head.reusable && up.finished;
+        let upload = (!up.finished && up.failed.is_none()).then(|| Box::new(Uploading { body, up }));
         let mut resp = Response::new(ResponseStream {
             conn: Some(self),
             slot: reusable.then_some(slot),
             state: head.decode,
             trailers: None,
+            trailer_bytes: 0,
+            upload,
         });
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -198,7 +206,8 @@ impl Conn {
         if !up.finished && up.failed.is_none() {
             match self.poll_upload(cx, body, up) {
                 Poll::Ready(Ok(())) => up.finished = true,
-                Poll::Ready(Err(Error::ClientBody(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                // The request itself is at fault: no use waiting for an answer to it.
+                Poll::Ready(Err(e @ (Error::ClientBody(_) | Error::BodyLength))) => return Poll::Ready(Err(e)),
                 // The server may still have answered (and then closed); read what it sent.
                 Poll::Ready(Err(e)) => up.failed = Some(e),
                 Poll::Pending => {}
@@ -272,9 +281,7 @@ impl Conn {
             Framing::Length { left } => {
                 let n = data.len() as u64;
                 if n > *left {
-                    return Err(
-                        io::Error::new(io::ErrorKind::InvalidData, "request body longer than its length").into()
-                    );
+                    return Err(Error::BodyLength);
                 }
                 *left -= n;
             }
@@ -296,7 +303,14 @@ impl Conn {
             Framing::Chunked => {
                 up.compact(&mut self.out);
                 self.out.extend_from_slice(b"0\r\n");
-                for (name, value) in trailers.into_iter().flatten() {
+                // Never framing, routing or hop-by-hop fields as trailers (RFC 9110 §6.5.1).
+                let allowed = |n: &HeaderName| {
+                    crate::hop::hop_by_hop_bit(n) == 0
+                        && *n != header::CONTENT_LENGTH
+                        && *n != header::HOST
+                        && *n != header::AUTHORIZATION
+                };
+                for (name, value) in trailers.into_iter().flatten().filter(|(n, _)| allowed(n)) {
                     self.out.extend_from_slice(name.as_str().as_bytes());
                     self.out.extend_from_slice(b": ");
                     self.out.extend_from_slice(value.as_bytes());
@@ -306,9 +320,7 @@ impl Conn {
                 Ok(())
             }
             // The client's body was shorter than its declared length.
-            Framing::Length { left } if left > 0 => {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "request body shorter than its length").into())
-            }
+            Framing::Length { left } if left > 0 => Err(Error::BodyLength),
             _ => Ok(()),
         }
     }
@@ -317,7 +329,7 @@ impl Conn {
     fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method, up: &mut Upload) -> Poll<Result<Head, Error>> {
         loop {
             if !self.read.is_empty() {
-                match self.parse_head(method) {
+                match self.parse_head(method, &mut up.interim) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(e)),
@@ -345,7 +357,7 @@ impl Conn {
 
     /// A complete final response head at the start of the buffer, taken off it; `None` while
     /// it is incomplete.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, Error> {
+    fn parse_head(&mut self, method: &Method, interim: &mut usize) -> Result<Option<Head>, Error> {
         loop {
             let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
             let mut parsed = httparse::Response::new(&mut []);
@@ -364,6 +376,11 @@ impl Conn {
             if (100..200).contains(&code) {
                 if code == 101 {
                     return Err(Error::Invalid("101 Switching Protocols to a request that asked for no upgrade"));
+                }
+                // Interim heads count toward the head limit too, so they cannot come forever.
+                *interim += len;
+                if *interim > MAX_HEAD_BYTES {
+                    return Err(Error::Invalid("interim (1xx) responses beyond the head limit"));
                 }
                 self.read.advance(len);
                 continue;
@@ -397,6 +414,10 @@ impl Conn {
             let no_body =
                 *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
             let decode = if no_body {
+                // No body to read, but framing this confused says the connection cannot be trusted.
+                if frame.chunked.is_some() || frame.length_invalid {
+                    reusable = false;
+                }
                 Decode::Length(0)
             } else if let Some(chunked) = frame.chunked {
                 if frame.length.is_some() || frame.length_invalid {
@@ -487,6 +508,8 @@ struct Upload {
     wrote_any: bool,
     got_any: bool,
     failed: Option<Error>,
+    /// Bytes of interim (1xx) heads skipped so far.
+    interim: usize,
 }
 
 impl Upload {
@@ -502,6 +525,7 @@ impl Upload {
             wrote_any: false,
             got_any: false,
             failed: None,
+            interim: 0,
         }
     }
 
@@ -550,6 +574,17 @@ pub struct ResponseStream {
     slot: Option<Arc<ServerSlot>>,
     state: Decode,
     trailers: Option<HeaderMap>,
+    /// Bytes of the trailer section read so far.
+    trailer_bytes: usize,
+    /// The rest of a request body still going out after the response head arrived (a server
+    /// that answers while it reads, such as an echo or a transcoder, needs all of it).
+    upload: Option<Box<Uploading>>,
+}
+
+/// A request body still being sent while its response is read.
+struct Uploading {
+    body: UpstreamBody,
+    up: Upload,
 }
 
 impl ResponseStream {
@@ -562,6 +597,7 @@ impl ResponseStream {
     }
 
     fn finish(&mut self) {
+        self.upload = None;
         if let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) {
             if conn.read.is_empty() {
                 slot.give_back(conn);
@@ -570,6 +606,7 @@ impl ResponseStream {
     }
 
     fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.upload = None;
         self.conn = None;
         self.slot = None;
         self.state = Decode::Done;
@@ -577,6 +614,12 @@ impl ResponseStream {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let (Some(conn), Some(u)) = (self.conn.as_mut(), self.upload.as_mut()) {
+            // Sent, or failed (the server stopped reading): either way nothing more goes out.
+            if conn.poll_upload(cx, &mut u.body, &mut u.up).is_ready() {
+                self.upload = None;
+            }
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -611,6 +654,7 @@ impl ResponseStream {
                         match conn.poll_fill(cx, MAX_READ) {
                             Poll::Ready(Ok(0)) => {
                                 self.conn = None;
+                                self.upload = None;
                                 self.state = Decode::Done;
                                 return Poll::Ready(None);
                             }
@@ -681,6 +725,10 @@ impl ResponseStream {
                             self.state = Decode::Done;
                         }
                         Ok(Some(end)) => {
+                            self.trailer_bytes += end + 2;
+                            if self.trailer_bytes > MAX_TRAILER_BYTES {
+                                return self.fail(Error::Invalid("trailer section too large"));
+                            }
                             let line = conn.read.split_to(end + 2);
                             let Some((name, value)) = trailer_field(&line[..end]) else {
                                 return self.fail(Error::Invalid("invalid trailer field"));

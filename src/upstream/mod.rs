@@ -483,8 +483,10 @@ impl Backend {
             }
             let state = &self.servers[i];
             state.active.fetch_add(1, Ordering::Relaxed);
+            // The first attempt uses the request's clock read; a retry reads the clock again.
+            let now = if attempt == 1 { started } else { Instant::now() };
             let sent =
-                tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added, started)).await;
+                tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added, now)).await;
             state.active.fetch_sub(1, Ordering::Relaxed);
             let can_retry = |this: &Self| {
                 retryable
@@ -518,6 +520,10 @@ impl Backend {
                 }
                 Ok(Err(pool::SendError::Http1(h1::Error::ClientBody(e)))) => {
                     return Err(UpstreamError::ClientBody(client_body_failure(&e)));
+                }
+                // The gateway's own fault: not held against the server.
+                Ok(Err(pool::SendError::Http1(h1::Error::BodyLength))) => {
+                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
                 }
                 Ok(Err(pool::SendError::Http1(e))) => {
                     tracing::debug!(backend = %self.spec.name, server = %server.url, error = %e, "Backend exchange failed.");
@@ -612,6 +618,21 @@ pub(crate) fn tls_kind(e: &rustls::Error) -> ConnectFailure {
     }
 }
 
+/// Every few seconds, idle backend connections that expired or that their server closed are
+/// closed (without traffic nothing else would notice them); ends with the snapshot's runtime.
+fn spawn_idle_sweep(backends: Vec<Arc<Backend>>, cancel: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => backends.iter().for_each(|b| b.pool.sweep()),
+            }
+        }
+    });
+}
+
 /// The backends of one snapshot, with their health-check tasks.
 pub struct Upstreams {
     pub backends: HashMap<String, Arc<Backend>>,
@@ -638,6 +659,7 @@ impl Upstreams {
             }
             backends.insert(name.clone(), backend);
         }
+        spawn_idle_sweep(backends.values().cloned().collect(), cancel.clone());
         Upstreams { backends, _health: cancel.drop_guard() }
     }
 }

@@ -67,9 +67,8 @@ impl ServerSlot {
         // One clock read serves both the expiry check and the new entry's time.
         let now = Instant::now();
         let timeout = self.idle_timeout;
-        while idle.first().is_some_and(|c| now.saturating_duration_since(c.since) > timeout) {
-            idle.remove(0);
-        }
+        let expired = idle.iter().take_while(|c| now.saturating_duration_since(c.since) > timeout).count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { conn, since: now });
         }
@@ -128,8 +127,12 @@ impl Pool {
             let mut sender = Box::pin(self.connect_upgradable(server)).await?;
             return sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed);
         }
+        // A reused connection the server closed under the request is replaced once, by a new
+        // connection (which is never stale): the request is sent again at most once.
+        let mut replaced = false;
         loop {
-            let (conn, reused) = match Self::checkout(slot, now) {
+            let pooled = if replaced { None } else { Self::checkout(slot, now) };
+            let (conn, reused) = match pooled {
                 Some(c) => (c, true),
                 // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out of
                 // line keeps the per-request future small and cheap to move.
@@ -137,10 +140,29 @@ impl Pool {
             };
             match conn.send(req, added, reused, slot.clone()).await {
                 Ok(resp) => return Ok(resp.map(BackendBody::Http1)),
-                Err(h1::Failure::Stale(back)) => req = *back,
+                Err(h1::Failure::Stale(back)) => {
+                    req = *back;
+                    replaced = true;
+                }
                 Err(h1::Failure::Failed(e)) => return Err(SendError::Http1(e)),
             }
         }
+    }
+
+    /// Closes idle connections that have been idle too long or that their server has closed
+    /// (run every few seconds, so a quiet server's closed connections do not linger).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for slot in &self.slots {
+            slot.idle
+                .lock()
+                .retain_mut(|c| now.saturating_duration_since(c.since) <= slot.idle_timeout && c.conn.is_usable());
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn idle_count(&self) -> usize {
+        self.slots.iter().map(|s| s.idle.lock().len()).sum()
     }
 
     /// The most recently used idle connection that is still open (`now`: the request's clock

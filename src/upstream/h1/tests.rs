@@ -26,6 +26,9 @@ enum Reply {
     SendClose(&'static [u8]),
     /// Read only the head, answer at once, never read the body, close later.
     Early(&'static [u8]),
+    /// Answer with a chunked head at once, then read the whole body (by its length) and send
+    /// its size as the only chunk: a server that answers while it reads.
+    Echo,
 }
 
 struct Origin {
@@ -81,6 +84,28 @@ async fn serve(mut sock: TcpStream, replies: Arc<Vec<Reply>>, next: Arc<AtomicUs
             seen.lock().push(buf[..end].to_vec());
             let _ = sock.write_all(bytes).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        if let Some(Reply::Echo) = reply {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap_or(0));
+            if sock.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await.is_err() {
+                return;
+            }
+            let mut got = buf.len() - end;
+            while got < len {
+                let mut chunk = [0u8; 65536];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+            let size = got.to_string();
+            let _ = sock.write_all(format!("{:x}\r\n{size}\r\n0\r\n\r\n", size.len()).as_bytes()).await;
+            seen.lock().push(buf[..end].to_vec());
             return;
         }
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
@@ -330,6 +355,22 @@ async fn a_pooled_connection_the_server_closed_is_replaced() {
 }
 
 #[tokio::test]
+async fn the_sweep_closes_idle_connections_the_server_closed() {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let closing = origin(vec![Reply::SendClose(ok)]).await;
+    let open = origin(vec![Reply::Send(ok)]).await;
+    let (p1, p2) = (pool(), pool());
+    exchange(&p1, &closing, get("/")).await.expect("closing");
+    exchange(&p2, &open, get("/")).await.expect("open");
+    assert_eq!((p1.idle_count(), p2.idle_count()), (1, 1), "both responses said nothing about closing");
+    // The first server's close reaches its idle connection; no request comes to notice it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p1.sweep();
+    p2.sweep();
+    assert_eq!((p1.idle_count(), p2.idle_count()), (0, 1));
+}
+
+#[tokio::test]
 async fn an_answer_before_the_whole_body_is_heard_and_ends_the_connection() {
     let o = origin(vec![
         Reply::Early(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
@@ -343,6 +384,41 @@ async fn an_answer_before_the_whole_body_is_heard_and_ends_the_connection() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     exchange(&p, &o, get("/")).await.expect("next");
     assert_eq!(o.accepts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_server_that_answers_while_it_reads_gets_the_whole_body() {
+    let o = origin(vec![Reply::Echo]).await;
+    // Far more than the socket buffers: the response head comes long before the upload ends.
+    let big = UpstreamBody::full(Bytes::from(vec![b'x'; 4 * 1024 * 1024]));
+    let (status, _, body, _) = exchange(&pool(), &o, request(Method::POST, "/echo", big)).await.expect("echo");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"4194304"[..]));
+}
+
+#[tokio::test]
+async fn a_request_meeting_closed_connections_is_sent_again_at_most_once() {
+    let ok = Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let gone = Reply::SendClose(b"");
+    let o = origin(vec![ok, ok, ok, gone, gone, gone, gone, gone]).await;
+    let p = pool();
+    // Three requests at once: three pooled connections.
+    let (a, b, c) = tokio::join!(exchange(&p, &o, get("/")), exchange(&p, &o, get("/")), exchange(&p, &o, get("/")));
+    for r in [a, b, c] {
+        r.expect("priming");
+    }
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 3);
+    // The server now drops every request without an answer: one pooled try, one new connection.
+    let err = exchange(&p, &o, get("/")).await.expect_err("no answer");
+    assert!(err.starts_with("http1"), "{err}");
+    assert_eq!(o.requests.lock().len(), 5, "sent on one pooled connection and one new one, no more");
+}
+
+#[tokio::test]
+async fn endless_interim_responses_are_cut_off() {
+    let flood: &'static [u8] = Box::leak(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(12_000).into_boxed_slice());
+    let o = origin(vec![Reply::SendClose(flood)]).await;
+    let err = exchange(&pool(), &o, get("/")).await.expect_err("cut off");
+    assert!(err.contains("interim"), "{err}");
 }
 
 #[tokio::test]
