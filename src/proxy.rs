@@ -401,6 +401,10 @@ fn forward<'a>(
             return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
         }
         strip_hop_by_hop(response.headers_mut());
+        // The client's response is the gateway's message: an HTTP/1.0 backend must not turn the
+        // client's HTTP/1.1 keep-alive connection into a closing HTTP/1.0 one (hyper still
+        // answers an HTTP/1.0 client in HTTP/1.0).
+        *response.version_mut() = Version::HTTP_11;
         if upgrade {
             // The guard passed the rest of this connection through as upgraded bytes; a refused
             // upgrade must therefore end the connection rather than parse them as a new request.

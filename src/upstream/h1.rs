@@ -22,7 +22,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -355,6 +355,25 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 
+    /// Like [`Conn::poll_fill`], for framing that needs more: the connection's end is an error.
+    fn poll_more(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Result<(), Error>> {
+        match ready!(self.poll_fill(cx, want)) {
+            Ok(0) => Poll::Ready(Err(Error::Closed)),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Up to `left` body bytes (reading when none are buffered); `left` is counted down.
+    fn poll_data(&mut self, cx: &mut Context<'_>, left: &mut u64) -> Poll<Result<Bytes, Error>> {
+        if self.read.is_empty() {
+            ready!(self.poll_more(cx, usize::try_from(*left).unwrap_or(MAX_READ)))?;
+        }
+        let n = self.read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+        *left -= n as u64;
+        Poll::Ready(Ok(self.read.split_to(n).freeze()))
+    }
+
     /// A complete final response head at the start of the buffer, taken off it; `None` while
     /// it is incomplete.
     fn parse_head(&mut self, method: &Method, interim: &mut usize) -> Result<Option<Head>, Error> {
@@ -605,14 +624,7 @@ impl ResponseStream {
         }
     }
 
-    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        self.upload = None;
-        self.conn = None;
-        self.slot = None;
-        self.state = Decode::Done;
-        Poll::Ready(Some(Err(e)))
-    }
-
+    /// Any failure ends the body and drops the connection (never reused).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if let (Some(conn), Some(u)) = (self.conn.as_mut(), self.upload.as_mut()) {
             // Sent, or failed (the server stopped reading): either way nothing more goes out.
@@ -620,6 +632,19 @@ impl ResponseStream {
                 self.upload = None;
             }
         }
+        match self.poll_decode(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.upload = None;
+                self.conn = None;
+                self.slot = None;
+                self.state = Decode::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_decode(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -631,18 +656,7 @@ impl ResponseStream {
                 }
                 Decode::Length(0) => self.state = Decode::Done,
                 Decode::Length(left) => {
-                    if conn.read.is_empty() {
-                        let want = usize::try_from(*left).unwrap_or(MAX_READ);
-                        match conn.poll_fill(cx, want) {
-                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return self.fail(e.into()),
-                            Poll::Pending => return Poll::Pending,
-                        }
-                    }
-                    let n = conn.read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    let data = conn.read.split_to(n).freeze();
-                    *left -= n as u64;
+                    let data = ready!(conn.poll_data(cx, left))?;
                     if *left == 0 {
                         self.state = Decode::Done;
                         self.finish();
@@ -650,55 +664,27 @@ impl ResponseStream {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Decode::Close => {
-                    if conn.read.is_empty() {
-                        match conn.poll_fill(cx, MAX_READ) {
-                            Poll::Ready(Ok(0)) => {
-                                self.conn = None;
-                                self.upload = None;
-                                self.state = Decode::Done;
-                                return Poll::Ready(None);
-                            }
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return self.fail(e.into()),
-                            Poll::Pending => return Poll::Pending,
-                        }
+                    if conn.read.is_empty() && ready!(conn.poll_fill(cx, MAX_READ))? == 0 {
+                        // The end of the connection is the end of this body.
+                        self.conn = None;
+                        self.upload = None;
+                        self.state = Decode::Done;
+                        return Poll::Ready(None);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(conn.read.split().freeze()))));
                 }
                 Decode::Chunked(chunk) => match chunk {
-                    Chunk::Size => match find_crlf(&conn.read, MAX_CHUNK_LINE) {
-                        Ok(Some(end)) => match chunk_size(&conn.read[..end]) {
-                            Some(0) => {
-                                conn.read.advance(end + 2);
-                                *chunk = Chunk::Trailers;
-                            }
-                            Some(n) => {
-                                conn.read.advance(end + 2);
-                                *chunk = Chunk::Data(n);
-                            }
-                            None => return self.fail(Error::Invalid("invalid chunk size line")),
-                        },
-                        Ok(None) => match conn.poll_fill(cx, READ_CHUNK) {
-                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return self.fail(e.into()),
-                            Poll::Pending => return Poll::Pending,
-                        },
-                        Err(why) => return self.fail(Error::Invalid(why)),
+                    Chunk::Size => match find_crlf(&conn.read, MAX_CHUNK_LINE).map_err(Error::Invalid)? {
+                        Some(end) => {
+                            let size =
+                                chunk_size(&conn.read[..end]).ok_or(Error::Invalid("invalid chunk size line"))?;
+                            conn.read.advance(end + 2);
+                            *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                        }
+                        None => ready!(conn.poll_more(cx, READ_CHUNK))?,
                     },
                     Chunk::Data(left) => {
-                        if conn.read.is_empty() {
-                            let want = usize::try_from(*left).unwrap_or(MAX_READ);
-                            match conn.poll_fill(cx, want) {
-                                Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
-                                Poll::Ready(Ok(_)) => {}
-                                Poll::Ready(Err(e)) => return self.fail(e.into()),
-                                Poll::Pending => return Poll::Pending,
-                            }
-                        }
-                        let n = conn.read.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                        let data = conn.read.split_to(n).freeze();
-                        *left -= n as u64;
+                        let data = ready!(conn.poll_data(cx, left))?;
                         if *left == 0 {
                             *chunk = Chunk::DataEnd;
                         }
@@ -706,46 +692,35 @@ impl ResponseStream {
                     }
                     Chunk::DataEnd => {
                         if conn.read.len() < 2 {
-                            match conn.poll_fill(cx, READ_CHUNK) {
-                                Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
-                                Poll::Ready(Ok(_)) => continue,
-                                Poll::Ready(Err(e)) => return self.fail(e.into()),
-                                Poll::Pending => return Poll::Pending,
-                            }
+                            ready!(conn.poll_more(cx, READ_CHUNK))?;
+                            continue;
                         }
                         if &conn.read[..2] != b"\r\n" {
-                            return self.fail(Error::Invalid("chunk data not followed by CRLF"));
+                            return Poll::Ready(Some(Err(Error::Invalid("chunk data not followed by CRLF"))));
                         }
                         conn.read.advance(2);
                         *chunk = Chunk::Size;
                     }
-                    Chunk::Trailers => match find_crlf(&conn.read, MAX_TRAILER_BYTES) {
-                        Ok(Some(0)) => {
+                    Chunk::Trailers => match find_crlf(&conn.read, MAX_TRAILER_BYTES).map_err(Error::Invalid)? {
+                        Some(0) => {
                             conn.read.advance(2);
                             self.state = Decode::Done;
                         }
-                        Ok(Some(end)) => {
+                        Some(end) => {
                             self.trailer_bytes += end + 2;
                             if self.trailer_bytes > MAX_TRAILER_BYTES {
-                                return self.fail(Error::Invalid("trailer section too large"));
+                                return Poll::Ready(Some(Err(Error::Invalid("trailer section too large"))));
                             }
                             let line = conn.read.split_to(end + 2);
-                            let Some((name, value)) = trailer_field(&line[..end]) else {
-                                return self.fail(Error::Invalid("invalid trailer field"));
-                            };
+                            let (name, value) =
+                                trailer_field(&line[..end]).ok_or(Error::Invalid("invalid trailer field"))?;
                             let trailers = self.trailers.get_or_insert_with(HeaderMap::new);
                             if trailers.len() >= MAX_HEADERS {
-                                return self.fail(Error::Invalid("too many trailer fields"));
+                                return Poll::Ready(Some(Err(Error::Invalid("too many trailer fields"))));
                             }
                             trailers.append(name, value);
                         }
-                        Ok(None) => match conn.poll_fill(cx, READ_CHUNK) {
-                            Poll::Ready(Ok(0)) => return self.fail(Error::Closed),
-                            Poll::Ready(Ok(_)) => {}
-                            Poll::Ready(Err(e)) => return self.fail(e.into()),
-                            Poll::Pending => return Poll::Pending,
-                        },
-                        Err(why) => return self.fail(Error::Invalid(why)),
+                        None => ready!(conn.poll_more(cx, READ_CHUNK))?,
                     },
                 },
             }

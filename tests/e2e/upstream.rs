@@ -489,3 +489,44 @@ async fn pooled_connections_are_reused_until_idle_timeout() {
     assert_eq!(get(&g.url("/api/x")).await.status, 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 3, "a changed backend starts with fresh connections");
 }
+
+/// An HTTP/1.0 backend (one response per connection, closed after it) behind an HTTP/1.1 client:
+/// the client keeps HTTP/1.1 and its keep-alive connection.
+#[tokio::test]
+async fn an_http10_backend_does_not_downgrade_the_client() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = sock.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+            });
+        }
+    });
+    let g = gateway(&simple_config(addr, "", "")).await;
+    let mut conn = TcpStream::connect(g.addr).await.expect("connect");
+    for _ in 0..2 {
+        conn.write_all(b"GET /api/x HTTP/1.1\r\nHost: test\r\n\r\n").await.expect("write");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.ends_with(b"hello") {
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+                .await
+                .expect("timely")
+                .expect("read");
+            assert!(n > 0, "the gateway closed the client connection: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+}
