@@ -105,7 +105,7 @@ machine_facts() {
 }
 
 # --- one measured run ------------------------------------------------------------
-TSV_COLS="epoch rep scenario proxy status rps requests p50_ms p99_ms cpu_us_per_req cpu_pct rss_kib threads sock_errors non2xx origin_new_conns proxy_runq_pct origin_runq_pct load1 rss0_kib note"
+TSV_COLS="epoch rep scenario proxy status rps requests p50_ms p99_ms cpu_us_per_req cpu_pct rss_kib threads sock_errors non2xx origin_new_conns proxy_runq_pct origin_runq_pct load1 rss0_kib cpu_user_us_per_req cpu_sys_us_per_req note"
 
 # row REP SCENARIO PROXY STATUS [fields...]: append one TSV row (missing fields = "-")
 row() {
@@ -138,19 +138,20 @@ fail_run() {
 
 # measure URL: warm up, then one measured load window; sets M_* (the TSV fields)
 measure() {
-  local url=$1 t0=0 t1=0 q0=0 q1=0 o0 o1 a0 a1 w0 w1 cpu_us pct runq_pct
+  local url=$1 u0=0 u1=0 s0=0 s1=0 q0=0 q1=0 o0 o1 a0 a1 w0 w1 cpu_us user_us sys_us pct runq_pct
   "run_load_$SC_TOOL" "$WARMUP" "$url" "$WORK/warmup.txt"
   a0=$(origin_accepts)
   o0=$(runq_ns "$UPSTREAM_PID")
-  if [[ -n $PROXY_PID ]]; then t0=$(cpu_ticks "$PROXY_PID") q0=$(runq_ns "$PROXY_PID"); fi
+  if [[ -n $PROXY_PID ]]; then read -r u0 s0 < <(cpu_ticks "$PROXY_PID"); q0=$(runq_ns "$PROXY_PID"); fi
   w0=$EPOCHREALTIME
   if [[ $SC_MODE == reload ]]; then start_reloader; fi
   "run_load_$SC_TOOL" "$DURATION" "$url" "$WORK/load.txt"
   w1=$EPOCHREALTIME
   if [[ $SC_MODE == reload ]]; then stop_reloader; fi
-  M_RSS="-" M_THREADS="-" M_CPU_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-"
+  M_RSS="-" M_THREADS="-" M_CPU_US="-" M_CPU_USER_US="-" M_CPU_SYS_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-"
   if [[ -n $PROXY_PID ]]; then
-    t1=$(cpu_ticks "$PROXY_PID") q1=$(runq_ns "$PROXY_PID")
+    read -r u1 s1 < <(cpu_ticks "$PROXY_PID")
+    q1=$(runq_ns "$PROXY_PID")
     M_RSS=$(proc_status_sum "$PROXY_PID" VmRSS)
     M_THREADS=$(proc_status_sum "$PROXY_PID" Threads)
   fi
@@ -158,12 +159,14 @@ measure() {
   a1=$(origin_accepts)
   read -r M_REQ M_RPS M_P50 M_P99 M_ERR M_NON < <("parse_load_$SC_TOOL" "$WORK/load.txt")
   M_NEW_CONNS=$((a1 - a0 - 1)) # minus the stub_status request itself
-  read -r M_ORIGIN_RUNQ_PCT cpu_us pct runq_pct < <(awk -v w0="$w0" -v w1="$w1" -v hz="$CLK_TCK" \
-    -v n="$M_REQ" -v t=$((t1 - t0)) -v q=$((q1 - q0)) -v o=$((o1 - o0)) 'BEGIN {
-      d = w1 - w0
-      printf "%.1f %.2f %.1f %.1f\n", o / 1e7 / d, (n ? t * 1e6 / hz / n : 0), t * 100 / hz / d, q / 1e7 / d
+  read -r M_ORIGIN_RUNQ_PCT cpu_us pct runq_pct user_us sys_us < <(awk -v w0="$w0" -v w1="$w1" -v hz="$CLK_TCK" \
+    -v n="$M_REQ" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v q=$((q1 - q0)) -v o=$((o1 - o0)) 'BEGIN {
+      d = w1 - w0; t = u + s; k = n ? 1e6 / hz / n : 0
+      printf "%.1f %.2f %.1f %.1f %.2f %.2f\n", o / 1e7 / d, t * k, t * 100 / hz / d, q / 1e7 / d, u * k, s * k
     }')
-  if [[ -n $PROXY_PID ]]; then M_CPU_US=$cpu_us M_CPU_PCT=$pct M_RUNQ_PCT=$runq_pct; fi
+  if [[ -n $PROXY_PID ]]; then
+    M_CPU_US=$cpu_us M_CPU_USER_US=$user_us M_CPU_SYS_US=$sys_us M_CPU_PCT=$pct M_RUNQ_PCT=$runq_pct
+  fi
 }
 
 # start_reloader / stop_reloader (reload-1s): once a second, replace the proxy's config by
@@ -213,7 +216,7 @@ measure_idle() {
   M_REQ=${M_REQ:-0}
   M_ERR=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' "$ready" 2>/dev/null)
   M_ERR=${M_ERR:-0}
-  M_RPS="-" M_P50="-" M_P99="-" M_NON=0 M_NEW_CONNS="-" M_CPU_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-" M_ORIGIN_RUNQ_PCT="-"
+  M_RPS="-" M_P50="-" M_P99="-" M_NON=0 M_NEW_CONNS="-" M_CPU_US="-" M_CPU_USER_US="-" M_CPU_SYS_US="-" M_CPU_PCT="-" M_RUNQ_PCT="-" M_ORIGIN_RUNQ_PCT="-"
 }
 
 # run_one REP SCENARIO PROXY: start the proxy, check it answers, measure, stop it, record
@@ -272,7 +275,7 @@ run_one() {
   if [[ -n $PROXY_PID ]]; then stop_pid "$PROXY_PID"; fi
   row "$rep" "$sc" "$px" ok "$M_RPS" "$M_REQ" "$M_P50" "$M_P99" "$M_CPU_US" "$M_CPU_PCT" "$M_RSS" \
     "$M_THREADS" "$M_ERR" "$M_NON" "$M_NEW_CONNS" "$M_RUNQ_PCT" "$M_ORIGIN_RUNQ_PCT" \
-    "$(cut -d' ' -f1 /proc/loadavg)" "$M_RSS0" "$note"
+    "$(cut -d' ' -f1 /proc/loadavg)" "$M_RSS0" "$M_CPU_USER_US" "$M_CPU_SYS_US" "$note"
   if [[ $SC_TOOL == idle ]]; then
     log "$(printf '%-9s %-9s rep %s: %s connections held (%s failed), RSS %s -> %s KiB' \
       "$sc" "$px" "$rep" "$M_REQ" "$M_ERR" "$M_RSS0" "$M_RSS")"

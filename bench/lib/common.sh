@@ -70,17 +70,19 @@ stop_all() {
 # --- /proc sampling ----------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-# cpu_ticks PID: utime+stime (clock ticks, all threads) summed over PID's tree
+# cpu_ticks PID: "USER SYSTEM" — utime and stime (clock ticks, all threads) summed over
+# PID's tree. User time is the proxy's own code; system time is mostly the kernel's TCP path,
+# which every proxy pays alike, so the split shows where a difference comes from.
 cpu_ticks() {
-  local p s total=0 f
+  local p s user=0 sys=0 f
   for p in $(tree_pids "$1"); do
     s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
     s=${s##*) }
     read -r -a f <<<"$s"
     # f[0] is field 3 (state); utime is field 14, stime field 15
-    total=$((total + f[11] + f[12]))
+    user=$((user + f[11])) sys=$((sys + f[12]))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 
 # proc_status_sum PID FIELD: a numeric /proc/PID/status field (VmRSS in KiB,

@@ -17,6 +17,7 @@
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY_BIN=${HAPROXY_BIN:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+if [[ -z ${GATEHOUSE_WRAP+x} ]]; then GATEHOUSE_WRAP=(); fi
 
 # nginx's master drops to "nobody" for workers when root; our temp dir is 0700.
 nginx_user_line() { if ((EUID == 0)); then echo "user root;"; fi; }
@@ -219,6 +220,9 @@ proxy_start_gatehouse() {
     "$GATEHOUSE_BIN" check -c "$dir/variant-b.yaml" >"$dir/check-b.log" 2>&1 ||
       { echo "gatehouse check rejected $dir/variant-b.yaml:" >&2; cat "$dir/check-b.log" >&2; return 1; }
   fi
+  # GATEHOUSE_EXTRA_APIS: more entries for the config's `apis:` (its last section; bench/profile.sh
+  # pair adds a plain API beside the policy one).
+  if [[ -n ${GATEHOUSE_EXTRA_APIS:-} ]]; then printf '%s\n' "$GATEHOUSE_EXTRA_APIS" >>"$dir/gatehouse.yaml"; fi
   if ! "$GATEHOUSE_BIN" check -c "$dir/gatehouse.yaml" >"$dir/check.log" 2>&1; then
     echo "gatehouse check rejected $dir/gatehouse.yaml:" >&2
     cat "$dir/check.log" >&2
@@ -229,7 +233,8 @@ proxy_start_gatehouse() {
       --name bench --product bench --primary-key - >"$dir/subscription.log" 2>&1 ||
       { echo "gatehouse subscription create failed:" >&2; cat "$dir/subscription.log" >&2; return 1; }
   fi
-  spawn "$PROXY_CPU" "$dir/gatehouse.log" "$GATEHOUSE_BIN" run -c "$dir/gatehouse.yaml"
+  # GATEHOUSE_WRAP: a command to run Gatehouse under (bench/profile.sh: valgrind).
+  spawn "$PROXY_CPU" "$dir/gatehouse.log" "${GATEHOUSE_WRAP[@]}" "$GATEHOUSE_BIN" run -c "$dir/gatehouse.yaml"
   PROXY_PID=$SPAWNED_PID
   PROXY_PORT=$port
 }

@@ -2,6 +2,8 @@
 # Per scenario and proxy: medians over repeats, (min–max) for req/s and CPU/req,
 # and same-run ratios to nginx: for each repeat, proxy value / nginx value in
 # that repeat of that scenario; the median (min–max) of those ratios is shown.
+# Then the same ratios between two scenarios of one proxy (PAIRS below: what a feature costs
+# over the plain path it is measured against), again per repeat.
 BEGIN { FS = "\t" }
 NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 {
@@ -27,6 +29,9 @@ NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
   rep[key, n] = $col["rep"]
   rps[key, n] = $col["rps"]; p50[key, n] = $col["p50_ms"]; p99[key, n] = $col["p99_ms"]
   cpu[key, n] = $col["cpu_us_per_req"]; pct[key, n] = $col["cpu_pct"]; rss[key, n] = $col["rss_kib"]
+  usr[key, n] = ("cpu_user_us_per_req" in col) ? $col["cpu_user_us_per_req"] : "-"
+  sys[key, n] = ("cpu_sys_us_per_req" in col) ? $col["cpu_sys_us_per_req"] : "-"
+  bycpu[sc, px, $col["rep"]] = $col["cpu_us_per_req"]
   runq[key, n] = $col["proxy_runq_pct"]
   errs[key] += $col["sock_errors"] + $col["non2xx"]
   if (px == "nginx") { nrps[sc, $col["rep"]] = $col["rps"]; ncpu[sc, $col["rep"]] = $col["cpu_us_per_req"] }
@@ -52,15 +57,15 @@ function range(f) {
 function kilo(x) { return x / 1000 }
 
 END {
-  print "| scenario | proxy | req/s median (min–max) | p50 ms | p99 ms | CPU-µs/req median (min–max) | proxy CPU % (runq %) | RSS MiB | req/s ÷ nginx | CPU/req ÷ nginx | runs |"
-  print "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  print "| scenario | proxy | req/s median (min–max) | p50 ms | p99 ms | CPU-µs/req median (min–max) | user + system µs | proxy CPU % (runq %) | RSS MiB | req/s ÷ nginx | CPU/req ÷ nginx | runs |"
+  print "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for (a = 1; a <= nsc; a++) for (b = 1; b <= npx; b++) {
     sc = scs[a]; px = pxs[b]; key = sc SUBSEP px
     if (!(key in seen)) continue
     n = cnt[key] + 0
     if (n == 0) {
       note = (key in skipped) ? "not run: " skipped[key] : sprintf("all %d runs failed: %s", failed[key], failnote[key])
-      printf "| %s | %s | %s | | | | | | | | 0 |\n", sc, px, note
+      printf "| %s | %s | %s | | | | | | | | | 0 |\n", sc, px, note
       continue
     }
     pick(rps, key, n); for (i = 1; i <= n; i++) V[i] = V[i] / 1000; stats(V, n); c_rps = range("%.1fk")
@@ -68,6 +73,8 @@ END {
     pick(p99, key, n); stats(V, n); c_p99 = fmt("%.2f", MED)
     if (key in meanmax) { c_p50 = c_p50 " (mean)"; c_p99 = c_p99 " (max)" }
     pick(cpu, key, n); stats(V, n); c_cpu = range("%.1f")
+    pick(usr, key, n); stats(V, n); c_us = fmt("%.1f", MED)
+    pick(sys, key, n); stats(V, n); c_us = (MED == "") ? "—" : c_us " + " fmt("%.1f", MED)
     pick(pct, key, n); stats(V, n); c_pct = fmt("%.0f", MED)
     pick(runq, key, n); stats(V, n); if (MED != "") c_pct = c_pct sprintf(" (%.0f)", MED)
     pick(rss, key, n); stats(V, n); c_rss = (MED == "") ? "—" : sprintf("%.1f", MED / 1024)
@@ -85,7 +92,33 @@ END {
     }
     runs = n ""; if (failed[key]) runs = runs " (+" failed[key] " failed)"
     if (errs[key]) runs = runs ", " errs[key] " errors"
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sc, px, c_rps, c_p50, c_p99, c_cpu, c_pct, c_rss, c_rr, c_cr, runs
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sc, px, c_rps, c_p50, c_p99, c_cpu, c_us, c_pct, c_rss, c_rr, c_cr, runs
+  }
+  # Same-proxy pairs: "feature scenario / baseline scenario", per repeat.
+  npairs = split("auth-100b/hdr-100b policy-100b/hdr-100b h1-obs-on/h1-obs-off", PAIRS, " ")
+  header = 0
+  for (a = 1; a <= npairs; a++) {
+    split(PAIRS[a], pr, "/")
+    for (b = 1; b <= npx; b++) {
+      px = pxs[b]
+      if (px == "nginx" || px == "haproxy" || px == "direct") continue
+      split("", C); nc = 0
+      for (r = 1; r <= 1000; r++) {
+        if (!((pr[1], px, r) in bycpu) || !((pr[2], px, r) in bycpu)) continue
+        if (bycpu[pr[2], px, r] > 0) C[++nc] = bycpu[pr[1], px, r] / bycpu[pr[2], px, r]
+      }
+      if (nc == 0) continue
+      if (!header) {
+        print ""
+        print "Same proxy, two scenarios, same repeat (CPU-µs/req of the first ÷ the second; median (min–max) over repeats):"
+        print ""
+        print "| proxy | scenario ÷ baseline | CPU/req ratio | repeats |"
+        print "| --- | --- | --- | --- |"
+        header = 1
+      }
+      stats(C, nc)
+      printf "| %s | %s ÷ %s | %s | %d |\n", px, pr[1], pr[2], range("%.3f"), nc
+    }
   }
   if (nik) {
     print ""
