@@ -23,7 +23,7 @@ use crate::observe::access_log::format::{redact_named, strip_port};
 use crate::observe::timing::{self as server_timing, SERVER_TIMING};
 use crate::observe::trace::{StartInfo, TRACEPARENT};
 use crate::observe::RequestTail;
-use crate::policy::RetryPlan;
+use crate::policy::{run_section, Flow, RetryPlan, Stage};
 use crate::respond::{Layer, Problem};
 use crate::route::{Lookup, Route};
 use crate::server::Active;
@@ -314,13 +314,52 @@ async fn serve(
         raw_host,
         upgrade: client_upgrade,
     };
-    if route.chain.is_empty() {
-        return forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
-    }
-    // Boxed: the pipeline's state (policy futures, the backend call's) would otherwise make
-    // every request's future larger, and hyper moves that future into place for plain routes
-    // too. The exchange lives in a box of its own, reused (`policy::Held`).
-    pipeline_boxed(active, conn, route, params, &path, call, request_id, peer_trusted, trace).await
+    // Inbound policies only (keys, tokens, limits, headers: the common case) run here rather
+    // than in the boxed pipeline: their section's future is small, and their backend call is
+    // the very await a plain route's is (one place in this future's state, not two). The
+    // exchange is the pipeline's, in its reused box, kept for the response.
+    let mut held = None;
+    let call = if route.chain.is_empty() {
+        call
+    } else if !route.chain.is_inbound_only() {
+        // Boxed: the pipeline's state (policy futures, the backend call's) would otherwise make
+        // every request's future larger, and hyper moves that future into place for plain
+        // routes too. The exchange lives in a box of its own, reused (`policy::Held`).
+        return pipeline_boxed(active, conn, route, params, &path, call, request_id, peer_trusted, trace).await;
+    } else {
+        let Call { parts, body, raw_host, upgrade, .. } = call;
+        let mut x = pipeline::exchange_for(active, conn, &route, params, &path, parts, body, request_id, peer_trusted);
+        let t = Instant::now();
+        let flow = run_section(&mut x, Stage::Inbound, &route.chain.inbound).await;
+        trace.time_policy = t.elapsed();
+        match flow {
+            Flow::Continue => {
+                let call = pipeline::call_from(&mut x, &route.chain, raw_host, upgrade);
+                held = Some(x);
+                call
+            }
+            // Like APIM's return-response: the answer goes out as it is.
+            Flow::Respond(r, kind) => {
+                trace.policy = Some(kind);
+                let mut response = *r;
+                pipeline::finish(&mut x, &mut response, trace);
+                return Ok(response);
+            }
+            Flow::Reject(problem) => {
+                let mut response = pipeline::failed(&x, *problem, trace);
+                pipeline::finish(&mut x, &mut response, trace);
+                return Ok(response);
+            }
+        }
+    };
+    let sent = forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
+    let Some(mut x) = held else { return sent };
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(problem) => pipeline::failed(&x, problem, trace),
+    };
+    pipeline::finish(&mut x, &mut response, trace);
+    Ok(response)
 }
 
 /// A request on its way to the backend.

@@ -165,6 +165,11 @@ impl Chain {
         self.inbound.is_empty() && self.backend.is_empty() && self.outbound.is_empty() && self.on_error.is_empty()
     }
 
+    /// Only inbound policies: nothing runs after the backend call but the response's own fields.
+    pub fn is_inbound_only(&self) -> bool {
+        self.backend.is_empty() && self.outbound.is_empty() && self.on_error.is_empty()
+    }
+
     pub fn section(&self, stage: Stage) -> &[Entry] {
         match stage {
             Stage::Inbound => &self.inbound,

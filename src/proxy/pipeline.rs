@@ -1,7 +1,8 @@
 //! The policy pipeline of a route that has policies: inbound and backend sections, the backend
-//! call, outbound, and on-error when anything fails. Only routes with policies come here
-//! (`serve` calls [`pipeline_boxed`]); plain routes go straight to `forward` and carry none of
-//! this state.
+//! call, outbound, and on-error when anything fails. Routes with backend, outbound or on-error
+//! policies come here (`serve` calls [`pipeline_boxed`]); routes with inbound policies only run
+//! them in `serve` itself, with this module's pieces ([`exchange_for`], [`call_from`],
+//! [`failed`], [`finish`]); plain routes go straight to `forward` and carry none of this state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,25 +56,8 @@ fn pipeline<'a>(
     peer_trusted: bool,
     trace: &'a mut Trace,
 ) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a {
-    let snap = &active.snapshot;
     let Call { parts, body, raw_host, upgrade, .. } = call;
-    // Filled in place, in a box reused from this thread's spares: the state below holds only
-    // the box, so it stays small, and the exchange is neither allocated nor copied per request.
-    let mut x = Held::take();
-    // An IPv4 peer is its own canonical form, so `peer_trusted` already says whether
-    // `X-Forwarded-For` counts (as in `handle`).
-    x.client_ip = match conn.peer.ip() {
-        ip @ std::net::IpAddr::V4(_) if !peer_trusted => ip,
-        ip => edge::client_ip(ip, &parts.headers, &snap.edge.trusted),
-    };
-    x.request = parts;
-    x.body = body;
-    x.path.push_str(path);
-    x.params = params;
-    x.request_id = request_id.clone();
-    x.body_limit = snap.edge.limits.body_bytes;
-    // The route is kept out here too: it lends the chain while policies borrow the exchange.
-    x.route = route.clone();
+    let mut x = exchange_for(active, conn, &route, params, path, parts, body, request_id, peer_trusted);
     async move {
         let chain = &*route.chain;
         let t = Instant::now();
@@ -97,39 +81,87 @@ fn pipeline<'a>(
                 after_backend(&mut x, chain, sent, trace).await?
             }
         };
-        if !x.extra_response_headers.is_empty() {
-            // A policy's field replaces the response's, except `Vary`, which lists every reason
-            // the response varies (the backend's and, say, CORS's `Origin`).
-            let mut last: Option<HeaderName> = None;
-            for (name, value) in x.extra_response_headers.drain() {
-                let headers = response.headers_mut();
-                match name {
-                    Some(name) => {
-                        if name == header::VARY {
-                            headers.append(name.clone(), value);
-                        } else {
-                            headers.insert(name.clone(), value);
-                        }
-                        last = Some(name);
+        finish(&mut x, &mut response, trace);
+        Ok(response)
+    }
+}
+
+/// The exchange of a request whose route has policies, filled in place in a box reused from
+/// this thread's spares: a future that keeps it holds only the box, and the exchange is neither
+/// allocated nor copied per request.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn exchange_for(
+    active: &Active,
+    conn: &ConnInfo,
+    route: &Arc<Route>,
+    params: crate::route::Params,
+    path: &str,
+    parts: http::request::Parts,
+    body: UpstreamBody,
+    request_id: &HeaderValue,
+    peer_trusted: bool,
+) -> Held {
+    let snap = &active.snapshot;
+    let mut x = Held::take();
+    // An IPv4 peer is its own canonical form, so `peer_trusted` already says whether
+    // `X-Forwarded-For` counts (as in `handle`).
+    x.client_ip = match conn.peer.ip() {
+        ip @ std::net::IpAddr::V4(_) if !peer_trusted => ip,
+        ip => edge::client_ip(ip, &parts.headers, &snap.edge.trusted),
+    };
+    x.request = parts;
+    x.body = body;
+    x.path.push_str(path);
+    x.params = params;
+    x.request_id = request_id.clone();
+    x.body_limit = snap.edge.limits.body_bytes;
+    // The route is kept in the exchange too: it lends the chain while policies borrow the exchange.
+    x.route = route.clone();
+    x
+}
+
+/// A failure on a route whose chain has no on-error section: the problem is the response, and
+/// the log keeps its layer and policy.
+pub(super) fn failed(x: &Exchange, problem: Problem, trace: &mut Trace) -> Response<ResponseBody> {
+    trace.layer = Some(problem.layer);
+    trace.policy = problem.policy;
+    problem.into_response(x.request_id.to_str().unwrap_or("-"))
+}
+
+/// What the policies leave for the response, once there is one: their response fields, the
+/// callbacks waiting for the status, the caller for the log, the hooks for when the body is sent.
+pub(super) fn finish(x: &mut Exchange, response: &mut Response<ResponseBody>, trace: &mut Trace) {
+    if !x.extra_response_headers.is_empty() {
+        // A policy's field replaces the response's, except `Vary`, which lists every reason
+        // the response varies (the backend's and, say, CORS's `Origin`).
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in x.extra_response_headers.drain() {
+            let headers = response.headers_mut();
+            match name {
+                Some(name) => {
+                    if name == header::VARY {
+                        headers.append(name.clone(), value);
+                    } else {
+                        headers.insert(name.clone(), value);
                     }
-                    // Further values of the same field.
-                    None => {
-                        if let Some(name) = &last {
-                            headers.append(name.clone(), value);
-                        }
+                    last = Some(name);
+                }
+                // Further values of the same field.
+                None => {
+                    if let Some(name) = &last {
+                        headers.append(name.clone(), value);
                     }
                 }
             }
         }
-        trace.caller = x.caller.take();
-        let status = response.status().as_u16();
-        for f in x.deferred.drain(..) {
-            f(status);
-        }
-        if !x.on_sent.is_empty() {
-            trace.on_sent = std::mem::take(&mut x.on_sent);
-        }
-        Ok(response)
+    }
+    trace.caller = x.caller.take();
+    let status = response.status().as_u16();
+    for f in x.deferred.drain(..) {
+        f(status);
+    }
+    if !x.on_sent.is_empty() {
+        trace.on_sent = std::mem::take(&mut x.on_sent);
     }
 }
 
@@ -149,9 +181,22 @@ fn to_backend<'b>(
     peer_trusted: bool,
     trace: &'b mut Trace,
 ) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'b {
-    // The request as the policies left it (without the client request's extensions). Outbound
-    // and on-error policies may read the request (cache keys, conditions), so `x.request` keeps
-    // it only when such a section exists; otherwise it moves to the backend call uncopied.
+    let call = call_from(x, chain, raw_host, upgrade);
+    let x: &'b Exchange = x;
+    forward(active, conn, route, &x.path, call, request_id, peer_trusted, trace)
+}
+
+/// The backend call the policies planned: the request as they left it (without the client
+/// request's extensions), its body, and their choices of target, backend, timeout and retries.
+pub(super) fn call_from(
+    x: &mut Exchange,
+    chain: &Chain,
+    raw_host: Option<HeaderValue>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Call {
+    // Outbound and on-error policies may read the request (cache keys, conditions), so
+    // `x.request` keeps it only when such a section exists; otherwise it moves to the backend
+    // call uncopied.
     let parts = if chain.outbound.is_empty() && chain.on_error.is_empty() {
         let (empty, ()) = Request::new(()).into_parts();
         let mut parts = std::mem::replace(&mut x.request, empty);
@@ -166,7 +211,7 @@ fn to_backend<'b>(
         out.into_parts().0
     };
     let body = std::mem::replace(&mut x.body, UpstreamBody::empty());
-    let call = Call {
+    Call {
         parts,
         body,
         target: x.backend.target.clone(),
@@ -175,9 +220,7 @@ fn to_backend<'b>(
         retry: x.backend.retry.clone(),
         raw_host,
         upgrade,
-    };
-    let x: &'b Exchange = x;
-    forward(active, conn, route, &x.path, call, request_id, peer_trusted, trace)
+    }
 }
 
 /// What follows the backend call: on-error when it failed, else outbound when the chain has
@@ -219,13 +262,14 @@ fn on_error<'a>(
     problem: Problem,
     trace: &'a mut Trace,
 ) -> impl std::future::Future<Output = Response<ResponseBody>> + Send + 'a {
+    if chain.on_error.is_empty() {
+        let response = failed(x, problem, trace);
+        return futures_util::future::Either::Left(std::future::ready(response));
+    }
     trace.layer = Some(problem.layer);
     trace.policy = problem.policy;
-    async move {
+    futures_util::future::Either::Right(async move {
         let rid = x.request_id.to_str().unwrap_or("-").to_owned();
-        if chain.on_error.is_empty() {
-            return problem.into_response(&rid);
-        }
         x.error = Some(ErrorInfo::of(&problem));
         x.response = Some(problem.into_response(&rid));
         let t = Instant::now();
@@ -238,7 +282,7 @@ fn on_error<'a>(
                 x.response.take().unwrap_or_else(|| gateway_bug("on-error took the response").into_response(&rid))
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
