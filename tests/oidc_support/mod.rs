@@ -48,12 +48,35 @@ impl Idp {
             dir.join("node_modules/oidc-provider").is_dir(),
             "the OpenID provider is not installed: run .ci/setup-oidc.sh (npm ci in tests/oidc)"
         );
+        // Node starting the provider takes a second or two, and much longer on a loaded 2-core
+        // machine; once in a few hundred starts it printed nothing for 90 s. Such a start is
+        // killed (by PID) and made again, with what the provider wrote to stderr reported.
+        let mut failures = Vec::new();
+        for _ in 0..2 {
+            match Self::try_start(&dir, Duration::from_secs(90)) {
+                Ok(idp) => return idp,
+                Err(e) => {
+                    eprintln!("the OpenID provider did not start: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        panic!("the OpenID provider did not start: {}", failures.join("; "));
+    }
+
+    fn try_start(dir: &std::path::Path, wait: Duration) -> Result<Idp, String> {
+        let stderr_path = std::env::temp_dir().join(format!(
+            "gatehouse-oidc-{}-{}.stderr",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        ));
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
         let mut child = Command::new("node")
             .arg("server.js")
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("node must be installed to run the OpenID provider (.ci/setup-oidc.sh)");
         let stdin = child.stdin.take().expect("stdin");
@@ -67,11 +90,21 @@ impl Idp {
             // Keep draining so the provider never blocks on a full pipe.
             let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
         });
-        // Node starting the provider can take a while on a loaded 2-core machine.
-        let line = rx.recv_timeout(Duration::from_secs(90)).expect("the OpenID provider did not start");
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider said {line:?}: {e}"));
+        let said = rx.recv_timeout(wait);
+        let v: Option<Value> = said.as_ref().ok().and_then(|line| serde_json::from_str(line).ok());
+        let Some(v) = v else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&stderr_path);
+            return Err(match said {
+                Ok(line) => format!("it said {line:?}; stderr: {err:?}"),
+                Err(_) => format!("nothing within {wait:?}; stderr: {err:?}"),
+            });
+        };
+        let _ = std::fs::remove_file(&stderr_path);
         let s = |k: &str| v[k].as_str().expect("url").to_owned();
-        Idp { issuer: s("issuer"), other_issuer: s("other_issuer"), admin: s("admin"), child, _stdin: stdin }
+        Ok(Idp { issuer: s("issuer"), other_issuer: s("other_issuer"), admin: s("admin"), child, _stdin: stdin })
     }
 
     pub fn discovery(&self) -> String {
