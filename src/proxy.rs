@@ -23,7 +23,7 @@ use crate::observe::access_log::format::{redact_named, strip_port};
 use crate::observe::timing::{self as server_timing, SERVER_TIMING};
 use crate::observe::trace::{StartInfo, TRACEPARENT};
 use crate::observe::RequestTail;
-use crate::policy::{run_section, Flow, RetryPlan, Stage};
+use crate::policy::{run_section, RetryPlan, Stage};
 use crate::respond::{Layer, Problem};
 use crate::route::{Lookup, Route};
 use crate::server::Active;
@@ -332,34 +332,19 @@ async fn serve(
         let t = Instant::now();
         let flow = run_section(&mut x, Stage::Inbound, &route.chain.inbound).await;
         trace.time_policy = t.elapsed();
-        match flow {
-            Flow::Continue => {
-                let call = pipeline::call_from(&mut x, &route.chain, raw_host, upgrade);
+        match pipeline::inbound_only(&mut x, flow, &route.chain, raw_host, upgrade, trace) {
+            pipeline::AfterInbound::Call(call) => {
                 held = Some(x);
                 call
             }
-            // Like APIM's return-response: the answer goes out as it is.
-            Flow::Respond(r, kind) => {
-                trace.policy = Some(kind);
-                let mut response = *r;
-                pipeline::finish(&mut x, &mut response, trace);
-                return Ok(response);
-            }
-            Flow::Reject(problem) => {
-                let mut response = pipeline::failed(&x, *problem, trace);
-                pipeline::finish(&mut x, &mut response, trace);
-                return Ok(response);
-            }
+            pipeline::AfterInbound::Answered(response) => return Ok(response),
         }
     };
     let sent = forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
-    let Some(mut x) = held else { return sent };
-    let mut response = match sent {
-        Ok(r) => r,
-        Err(problem) => pipeline::failed(&x, problem, trace),
-    };
-    pipeline::finish(&mut x, &mut response, trace);
-    Ok(response)
+    match held {
+        None => sent,
+        Some(mut x) => Ok(pipeline::inbound_only_response(&mut x, sent, trace)),
+    }
 }
 
 /// A request on its way to the backend.

@@ -88,8 +88,7 @@ pub(crate) mod testing {
 
     use std::cell::RefCell;
 
-    use super::super::{BackendPlan, BuildCx, Chain, Exchange, Outcome, Policy, PolicyEnv, Stage, Step};
-    use crate::body::UpstreamBody;
+    use super::super::{BuildCx, Chain, Exchange, Outcome, Policy, PolicyEnv, Stage, Step};
     use crate::config::{ConfigError, Document, PathSeg};
     use crate::route::{Api, Route};
 
@@ -166,11 +165,8 @@ pub(crate) mod testing {
         let (request, ()) = req.into_parts();
         let path = request.uri.path().to_owned();
         Exchange {
-            stage: Stage::Inbound,
             request,
-            body: UpstreamBody::empty(),
             path,
-            params: Vec::new(),
             client_ip: "192.0.2.1".parse().expect("ip"),
             request_id: http::HeaderValue::from_static("rid-1"),
             route: Arc::new(Route {
@@ -184,17 +180,8 @@ pub(crate) mod testing {
                 chain: Arc::new(Chain::default()),
                 metrics: Default::default(),
             }),
-            vars: Vec::new(),
-            jwt: None,
-            caller: None,
-            backend: BackendPlan::default(),
-            response: None,
-            error: None,
-            extra_response_headers: http::HeaderMap::new(),
-            deferred: Vec::new(),
-            on_sent: Vec::new(),
             body_limit: 1 << 20,
-            cache: None,
+            ..Exchange::blank()
         }
     }
 }

@@ -130,8 +130,9 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// An exchange holding no request: what a reused box holds between requests.
-    fn blank() -> Exchange {
+    /// An exchange holding no request: what a reused box holds between requests (and where
+    /// tests start theirs).
+    pub(crate) fn blank() -> Exchange {
         Exchange {
             stage: Stage::Inbound,
             request: http::Request::new(()).into_parts().0,

@@ -53,12 +53,11 @@ impl Policy for Subscription {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use http::{HeaderMap, HeaderValue, StatusCode};
+    use http::{HeaderValue, StatusCode};
 
     use super::*;
-    use crate::body::UpstreamBody;
     use crate::identity::subscription::Denial;
-    use crate::policy::{run_section, BackendPlan, Chain, Entry, Flow, Stage};
+    use crate::policy::{run_section, Chain, Entry, Flow, Stage};
     use crate::respond::Layer;
     use crate::route::{Api, Route};
 
@@ -74,11 +73,8 @@ mod tests {
             server_timing: false,
         });
         Exchange {
-            stage: Stage::Inbound,
             request: b.body(()).expect("request").into_parts().0,
-            body: UpstreamBody::empty(),
             path: "/orders".into(),
-            params: Vec::new(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             request_id: HeaderValue::from_static("rid"),
             route: Arc::new(Route {
@@ -87,17 +83,8 @@ mod tests {
                 chain: Arc::new(Chain::default()),
                 metrics: Default::default(),
             }),
-            vars: Vec::new(),
-            jwt: None,
-            caller: None,
-            backend: BackendPlan::default(),
-            response: None,
-            error: None,
-            extra_response_headers: HeaderMap::new(),
-            deferred: Vec::new(),
-            on_sent: Vec::new(),
             body_limit: 1024,
-            cache: None,
+            ..Exchange::blank()
         }
     }
 

@@ -1,8 +1,8 @@
 //! The policy pipeline of a route that has policies: inbound and backend sections, the backend
 //! call, outbound, and on-error when anything fails. Routes with backend, outbound or on-error
-//! policies come here (`serve` calls [`pipeline_boxed`]); routes with inbound policies only run
-//! them in `serve` itself, with this module's pieces ([`exchange_for`], [`call_from`],
-//! [`failed`], [`finish`]); plain routes go straight to `forward` and carry none of this state.
+//! policies come here whole (`serve` calls [`pipeline_boxed`]); a route with inbound policies
+//! only has `serve` await its inbound section and its backend call itself, and this module
+//! judge the outcomes ([`inbound_only`], [`inbound_only_response`]). Plain routes go straight to `forward` and carry none of this state.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,6 +86,49 @@ fn pipeline<'a>(
     }
 }
 
+/// How the inbound section of a route whose chain has nothing else ended (`serve` runs it and
+/// the backend call itself, so that call is the plain route's await): the call the policies
+/// planned, or the response they ended the request with — their answer, or their failure, with
+/// the policies' response fields, as the pipeline gives them (on-error being empty).
+pub(super) fn inbound_only(
+    x: &mut Exchange,
+    flow: Flow,
+    chain: &Chain,
+    raw_host: Option<HeaderValue>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    trace: &mut Trace,
+) -> AfterInbound {
+    let mut response = match flow {
+        Flow::Continue => return AfterInbound::Call(call_from(x, chain, raw_host, upgrade)),
+        // Like APIM's return-response: the answer goes out as it is.
+        Flow::Respond(r, kind) => {
+            trace.policy = Some(kind);
+            *r
+        }
+        Flow::Reject(p) => failed(x, *p, trace),
+    };
+    finish(x, &mut response, trace);
+    AfterInbound::Answered(response)
+}
+
+/// See [`inbound_only`].
+pub(super) enum AfterInbound {
+    Call(Call),
+    Answered(Response<ResponseBody>),
+}
+
+/// The response to an [`inbound_only`] route's backend call: the backend's, or the failure's,
+/// with the policies' response fields.
+pub(super) fn inbound_only_response(
+    x: &mut Exchange,
+    sent: Result<Response<ResponseBody>, Problem>,
+    trace: &mut Trace,
+) -> Response<ResponseBody> {
+    let mut response = sent.unwrap_or_else(|problem| failed(x, problem, trace));
+    finish(x, &mut response, trace);
+    response
+}
+
 /// The exchange of a request whose route has policies, filled in place in a box reused from
 /// this thread's spares: a future that keeps it holds only the box, and the exchange is neither
 /// allocated nor copied per request.
@@ -122,7 +165,7 @@ pub(super) fn exchange_for(
 
 /// A failure on a route whose chain has no on-error section: the problem is the response, and
 /// the log keeps its layer and policy.
-pub(super) fn failed(x: &Exchange, problem: Problem, trace: &mut Trace) -> Response<ResponseBody> {
+fn failed(x: &Exchange, problem: Problem, trace: &mut Trace) -> Response<ResponseBody> {
     trace.layer = Some(problem.layer);
     trace.policy = problem.policy;
     problem.into_response(x.request_id.to_str().unwrap_or("-"))
@@ -130,7 +173,7 @@ pub(super) fn failed(x: &Exchange, problem: Problem, trace: &mut Trace) -> Respo
 
 /// What the policies leave for the response, once there is one: their response fields, the
 /// callbacks waiting for the status, the caller for the log, the hooks for when the body is sent.
-pub(super) fn finish(x: &mut Exchange, response: &mut Response<ResponseBody>, trace: &mut Trace) {
+fn finish(x: &mut Exchange, response: &mut Response<ResponseBody>, trace: &mut Trace) {
     if !x.extra_response_headers.is_empty() {
         // A policy's field replaces the response's, except `Vary`, which lists every reason
         // the response varies (the backend's and, say, CORS's `Origin`).
@@ -188,7 +231,7 @@ fn to_backend<'b>(
 
 /// The backend call the policies planned: the request as they left it (without the client
 /// request's extensions), its body, and their choices of target, backend, timeout and retries.
-pub(super) fn call_from(
+fn call_from(
     x: &mut Exchange,
     chain: &Chain,
     raw_host: Option<HeaderValue>,
