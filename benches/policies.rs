@@ -78,6 +78,7 @@ fn exchange() -> Exchange {
         deferred: Vec::new(),
         on_sent: Vec::new(),
         body_limit: 1 << 20,
+        routed_at: std::time::Instant::now(),
         cache: None,
     }
 }

@@ -313,6 +313,7 @@ async fn serve(
         retry: None,
         raw_host,
         upgrade: client_upgrade,
+        at: None,
     };
     // Inbound policies only (keys, tokens, limits, headers: the common case) run here rather
     // than in the boxed pipeline: their section's future is small, and their backend call is
@@ -328,12 +329,17 @@ async fn serve(
         return pipeline_boxed(active, conn, route, params, &path, call, request_id, peer_trusted, trace).await;
     } else {
         let Call { parts, body, raw_host, upgrade, .. } = call;
-        let mut x = pipeline::exchange_for(active, conn, &route, params, &path, parts, body, request_id, peer_trusted);
-        let t = Instant::now();
+        // Policy time runs from the end of routing to the end of the section, whose clock read
+        // also starts the backend call (one read per boundary, not two).
+        let t = trace.edge_done.unwrap_or_else(Instant::now);
+        let mut x =
+            pipeline::exchange_for(active, conn, &route, params, &path, parts, body, request_id, peer_trusted, t);
         let flow = run_section(&mut x, Stage::Inbound, &route.chain.inbound).await;
-        trace.time_policy = t.elapsed();
+        let end = Instant::now();
+        trace.time_policy = end.saturating_duration_since(t);
         match pipeline::inbound_only(&mut x, flow, &route.chain, raw_host, upgrade, trace) {
-            pipeline::AfterInbound::Call(call) => {
+            pipeline::AfterInbound::Call(mut call) => {
+                call.at = Some(end);
                 held = Some(x);
                 call
             }
@@ -361,6 +367,9 @@ struct Call {
     raw_host: Option<HeaderValue>,
     /// The client side of an upgrade the client asked for.
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// A clock reading taken as the request became ready to send (the end of its policies),
+    /// if there is one: the backend call starts from it instead of reading the clock again.
+    at: Option<Instant>,
 }
 
 fn gateway_bug(detail: &'static str) -> Problem {
@@ -393,7 +402,7 @@ fn forward<'a>(
     Either::Right(async move {
         let backend_name: &str = &called;
         let upgrade = client_upgrade.is_some();
-        let t = Instant::now();
+        let t = out.at;
         let result = match retry {
             None => call_backend(backend, out, timeout, backend_name).await,
             Some(plan) => {
@@ -464,7 +473,7 @@ fn prepare_backend_call<'a>(
     trace: &mut Trace,
 ) -> Result<BackendCall<'a>, Box<Problem>> {
     let snap = &active.snapshot;
-    let Call { mut parts, body, target, service, timeout, retry, raw_host, upgrade: client_upgrade } = call;
+    let Call { mut parts, body, target, service, timeout, retry, raw_host, upgrade: client_upgrade, at } = call;
     // The backend actually called (a policy may have chosen another), for the log and metrics.
     let Some(called) = service.or_else(|| route.api.backend.clone()) else {
         return Err(Box::new(gateway_bug("the route has no backend")));
@@ -518,7 +527,7 @@ fn prepare_backend_call<'a>(
         request_id,
     );
 
-    let out = Outbound { parts, added, body, rest, hash_key };
+    let out = Outbound { parts, added, body, rest, hash_key, at: at.unwrap_or_else(Instant::now) };
     Ok(BackendCall { backend, called, out, timeout, retry, client_upgrade })
 }
 
@@ -539,7 +548,7 @@ fn with_retries<'a>(
     backend_name: &'a str,
 ) -> Attempts<'a> {
     Box::pin(async move {
-        let Outbound { parts, added, mut body, rest, hash_key } = out;
+        let Outbound { parts, added, mut body, rest, hash_key, .. } = out;
         // Every attempt sends the same bytes, so the body is read once.
         if let Err(e) = body.buffer().await {
             let failure = match e {
@@ -563,6 +572,7 @@ fn with_retries<'a>(
                 body: body.clone_buffered(),
                 rest: rest.clone(),
                 hash_key: hash_key.clone(),
+                at: Instant::now(),
             };
             let r = call_backend(backend, out, timeout, backend_name).await;
             let again = match &r {
@@ -590,11 +600,12 @@ fn call_backend<'a>(
     // Boxed: the backend call's state is large, and hyper moves this request's future once per
     // request; keeping it out of line makes that move cheap (callgrind: memcpy was 10% of all
     // instructions before). Made before the async block, which then holds only the box.
+    let at = out.at;
     let fut = Box::pin(backend.forward(out));
     async move {
         let result = match timeout {
             None => fut.await,
-            Some(d) => match tokio::time::timeout(d, fut).await {
+            Some(d) => match tokio::time::timeout_at(crate::upstream::deadline(at, d), fut).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(Problem::backend(

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::store::{ProductConfig, SubscriptionKeyConfig};
 use crate::config::{ConfigError, Document, PathSeg};
+use crate::identity::digest;
 use crate::respond::{Layer, Problem};
 use crate::store::keys::{is_key_text, KeyHash};
 use crate::store::{unix_now, Scope, State, Store, StoreError, SubscriptionRecord};
@@ -383,7 +384,7 @@ impl SubscriptionIndex {
             return Err(Denial::Invalid);
         }
         let map = self.keys.load();
-        let Some(entry) = map.get(&Digest(KeyHash::of(key))) else {
+        let Some(entry) = map.get(&Digest(KeyHash(digest::sha256(digest::Kind::Key, key.as_bytes())))) else {
             return Err(Denial::Invalid);
         };
         if entry.state != State::Active {

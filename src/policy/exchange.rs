@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -127,6 +127,9 @@ pub struct Exchange {
     pub body_limit: u64,
     /// What `cache-lookup` hands to `cache-store` after a miss.
     pub cache: Option<CacheTicket>,
+    /// When the request was routed: a clock reading the request path takes anyway, from which
+    /// policies that need the time of day to the second take it ([`Exchange::unix_now`]).
+    pub routed_at: Instant,
 }
 
 impl Exchange {
@@ -153,7 +156,14 @@ impl Exchange {
             on_sent: Vec::new(),
             body_limit: 0,
             cache: None,
+            routed_at: Instant::now(),
         }
+    }
+
+    /// Unix seconds when the request was routed, mostly without reading the clock
+    /// (`observe::clock`).
+    pub fn unix_now(&self) -> u64 {
+        crate::observe::clock::unix_second(self.routed_at)
     }
 
     /// Back to [`Exchange::blank`], keeping only the capacity of the path, the variables and
@@ -181,6 +191,7 @@ impl Exchange {
             on_sent,
             body_limit,
             cache,
+            routed_at: _,
         } = self;
         *stage = Stage::Inbound;
         *request = http::Request::new(()).into_parts().0;

@@ -17,7 +17,7 @@ use super::{BuildCx, Exchange, Outcome, Policy, Stage, Step};
 use crate::config::{ConfigError, Duration};
 use crate::identity::jwt::claims::{ClaimRule, Match};
 use crate::identity::jwt::validator::Quick;
-use crate::identity::jwt::{unix_now, Invalid, Rejection, Validator};
+use crate::identity::jwt::{Invalid, Rejection, Validator};
 use crate::identity::providers::{compile_one, SECTION};
 use crate::respond::{Layer, Problem};
 
@@ -308,7 +308,7 @@ impl Policy for ValidateJwt {
     }
 
     fn run<'a>(&'a self, x: &'a mut Exchange) -> Step<'a> {
-        let now = unix_now();
+        let now = x.unix_now();
         if let Source::Bearer = self.source {
             let cached = bearer_bytes(&x.request.headers).and_then(|t| self.validator.validate_cached(t, now));
             match cached {

@@ -57,7 +57,8 @@ fn pipeline<'a>(
     trace: &'a mut Trace,
 ) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a {
     let Call { parts, body, raw_host, upgrade, .. } = call;
-    let mut x = exchange_for(active, conn, &route, params, path, parts, body, request_id, peer_trusted);
+    let routed_at = trace.edge_done.unwrap_or_else(Instant::now);
+    let mut x = exchange_for(active, conn, &route, params, path, parts, body, request_id, peer_trusted, routed_at);
     async move {
         let chain = &*route.chain;
         let t = Instant::now();
@@ -143,6 +144,7 @@ pub(super) fn exchange_for(
     body: UpstreamBody,
     request_id: &HeaderValue,
     peer_trusted: bool,
+    routed_at: Instant,
 ) -> Held {
     let snap = &active.snapshot;
     let mut x = Held::take();
@@ -160,6 +162,7 @@ pub(super) fn exchange_for(
     x.body_limit = snap.edge.limits.body_bytes;
     // The route is kept in the exchange too: it lends the chain while policies borrow the exchange.
     x.route = route.clone();
+    x.routed_at = routed_at;
     x
 }
 
@@ -263,6 +266,7 @@ fn call_from(
         retry: x.backend.retry.clone(),
         raw_host,
         upgrade,
+        at: None,
     }
 }
 

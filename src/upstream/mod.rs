@@ -341,6 +341,16 @@ pub struct Outbound {
     /// Path and query after the API prefix, starting with `/` or `?` (or empty).
     pub rest: bytes::Bytes,
     pub hash_key: Option<Vec<u8>>,
+    /// When the call starts: the caller's clock reading, which serves the retry budget, the
+    /// balancer, the pool's idle check and the response deadline of the first attempt.
+    pub at: Instant,
+}
+
+/// `after` past `at`, a clock reading already taken (`tokio::time::timeout` would read the
+/// clock again); a timeout too large to add is as good as none.
+pub fn deadline(at: Instant, after: Duration) -> tokio::time::Instant {
+    let at = tokio::time::Instant::from_std(at);
+    at.checked_add(after).unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// What came back.
@@ -435,10 +445,8 @@ impl Backend {
     /// Sends the request to a server, retrying idempotent body-less requests on another server
     /// when a connection fails or a configured status comes back, within the retry budget.
     pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
-        let Outbound { parts, added, body, rest, hash_key } = out;
+        let Outbound { parts, added, body, rest, hash_key, at: started } = out;
         let parts_method = parts.method;
-        // One clock read for the retry budget, the balancer and the pool's idle check.
-        let started = Instant::now();
         let started_ms = self.registry.ms_at(started);
         let now_s = started_ms / 1000;
         self.budget.on_request(now_s);
@@ -485,8 +493,11 @@ impl Backend {
             state.active.fetch_add(1, Ordering::Relaxed);
             // The first attempt uses the request's clock read; a retry reads the clock again.
             let now = if attempt == 1 { started } else { Instant::now() };
-            let sent =
-                tokio::time::timeout(self.spec.response_timeout, self.pool.send(i, server, req, &added, now)).await;
+            let sent = tokio::time::timeout_at(
+                deadline(now, self.spec.response_timeout),
+                self.pool.send(i, server, req, &added, now),
+            )
+            .await;
             state.active.fetch_sub(1, Ordering::Relaxed);
             let can_retry = |this: &Self| {
                 retryable

@@ -1,5 +1,5 @@
-//! The verified-token cache: a repeated token costs a SHA-256 and a map lookup, not a
-//! signature check.
+//! The verified-token cache: a repeated token costs a map lookup (its SHA-256 is remembered
+//! per thread, `identity::digest`), not a signature check.
 //!
 //! Keyed by the SHA-256 of the token (the token itself is never stored), bounded, sharded so
 //! workers rarely meet on a lock. An entry remembers which key verified it; it is used only
@@ -48,10 +48,7 @@ impl TokenCache {
     }
 
     pub fn digest(token: &[u8]) -> Digest {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
+        crate::identity::digest::sha256(crate::identity::digest::Kind::Token, token)
     }
 
     fn shard(&self, d: &Digest) -> &Shard {
