@@ -152,14 +152,16 @@ impl RequestTail {
 
 impl Drop for RequestTail {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // One clock read for the connection's idle period, the log and the metrics, and one
+        // duration when the last two count from the same instant (they do: the proxy passes
+        // its `started` to both).
+        let at = Instant::now();
+        self.shared.in_flight.finish_at(1, Ordering::AcqRel, at);
         // Worked on in place: the record is large, and moving it out of the box costs a copy.
         let Some(mut done) = self.done.take() else { return };
         let d = &mut *done;
         let log = d.log.as_ref().filter(|_| d.made);
-        // One clock read for the log and the metrics, and one duration when both count from
-        // the same instant (they do: the proxy passes its `started` to both).
-        let now = (log.is_some() || d.observed.is_some()).then(Instant::now);
+        let now = (log.is_some() || d.observed.is_some()).then_some(at);
         let mut since = None;
         if let (Some(log), Some(now)) = (log, now) {
             let started = d.started.unwrap_or(now);

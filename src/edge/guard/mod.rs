@@ -105,11 +105,16 @@ impl InFlight {
     }
 
     pub fn fetch_sub(&self, n: usize, order: Ordering) -> usize {
+        self.finish_at(n, order, Instant::now().into_std())
+    }
+
+    /// `fetch_sub` with the caller's clock reading of when the requests finished.
+    pub fn finish_at(&self, n: usize, order: Ordering, at: std::time::Instant) -> usize {
         let before = self.now.fetch_sub(n, order);
         self.finished.fetch_add(n, Ordering::AcqRel);
         let waker = {
             let mut last = self.last.lock();
-            last.at = Some(Instant::now());
+            last.at = Some(Instant::from_std(at));
             last.waker.take()
         };
         if let Some(waker) = waker {
