@@ -91,12 +91,12 @@ pub(super) fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize
         return Ok(None);
     };
     let head = &b[..head_len];
-    if memchr::memchr(b'\0', head).is_some() {
-        return Err(Box::new(bad("NUL byte in the request head")));
-    }
-    // A CR must always be followed by LF (bare CR is a smuggling vector).
-    for cr in memchr::memchr_iter(b'\r', head) {
-        if head.get(cr + 1) != Some(&b'\n') {
+    // No NUL, and a CR always followed by LF (bare CR is a smuggling vector): one pass.
+    for at in memchr::memchr2_iter(b'\0', b'\r', head) {
+        if head[at] == b'\0' {
+            return Err(Box::new(bad("NUL byte in the request head")));
+        }
+        if head.get(at + 1) != Some(&b'\n') {
             return Err(Box::new(bad("bare CR in the request head")));
         }
     }
@@ -163,26 +163,32 @@ pub(super) fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize
     let mut upgrade = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.contains('_')
-            && (underscore_spelling(name, "content-length") || underscore_spelling(name, "transfer-encoding"))
-        {
-            // CGI-style backends read `Transfer_Encoding` as `Transfer-Encoding`.
-            return Err(Box::new(bad("a framing header name spelled with `_`")));
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            cl_count += 1;
-            content_length = Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            te_count += 1;
-            te_chunked = trim_ows(h.value).eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case("host") {
-            host_count += 1;
-            host = trim_ows(h.value);
-            if !valid_host(host) {
-                return Err(Box::new(bad("invalid Host header")));
+        // Only four names matter here, and their lengths tell them apart before any comparison.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                cl_count += 1;
+                content_length = Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
             }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                te_count += 1;
+                te_chunked = trim_ows(h.value).eq_ignore_ascii_case(b"chunked");
+            }
+            // Not the name itself (above) but the name with `_` for `-`: CGI-style backends read
+            // `Transfer_Encoding` as `Transfer-Encoding`.
+            14 | 17
+                if underscore_spelling(name, "content-length") || underscore_spelling(name, "transfer-encoding") =>
+            {
+                return Err(Box::new(bad("a framing header name spelled with `_`")));
+            }
+            4 if name.eq_ignore_ascii_case("host") => {
+                host_count += 1;
+                host = trim_ows(h.value);
+                if !valid_host(host) {
+                    return Err(Box::new(bad("invalid Host header")));
+                }
+            }
+            7 if name.eq_ignore_ascii_case("upgrade") => upgrade = true,
+            _ => {}
         }
     }
     if cl_count > 1 {
