@@ -184,8 +184,11 @@ struct Core {
     shared: Arc<ConnShared>,
     on_reject: Option<RejectHook>,
     sleep: Pin<Box<Sleep>>,
-    // True while the deadline is the header deadline (408); false while it is the idle one.
+    // True once a head has started arriving; the deadline is then the header deadline (408)
+    // as soon as `header_armed`, which waits until the head is found incomplete: a head that
+    // arrives whole (the usual case) costs no timer change.
     head_started: bool,
+    header_armed: bool,
     // While a body is expected, `sleep` is set to this (see `arm_body`).
     body_deadline: Instant,
     first_request: bool,
@@ -240,6 +243,7 @@ impl<S> H1Guard<S> {
                 on_reject,
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
                 head_started: false,
+                header_armed: false,
                 body_deadline: deadline,
                 first_request: true,
                 released: 0,
@@ -425,8 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                     }
                     if g.state == State::Head && !g.head_started {
                         g.head_started = true;
-                        let deadline = Instant::now() + g.limits.header_timeout;
-                        g.sleep.as_mut().reset(deadline);
+                        g.header_armed = false;
                     }
                     continue;
                 }
@@ -448,6 +451,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                         // connections for one request each would otherwise hold a buffer per
                         // connection until the connections park.
                         g.buf = BytesMut::new();
+                    }
+                    if g.head_started && !g.header_armed {
+                        // The head is incomplete and the socket has no more for now: from here
+                        // the rest of it has `header_timeout`.
+                        g.header_armed = true;
+                        let deadline = Instant::now() + g.limits.header_timeout;
+                        g.sleep.as_mut().reset(deadline);
                     }
                     if std::future::Future::poll(g.sleep.as_mut(), cx).is_pending() {
                         return Poll::Pending;
@@ -528,6 +538,7 @@ impl Core {
 
     fn arm_idle(&mut self) {
         self.head_started = false;
+        self.header_armed = false;
         let deadline = Instant::now() + self.idle_check();
         self.sleep.as_mut().reset(deadline);
     }
