@@ -219,3 +219,14 @@ fn log_queries_hide_keys() {
     );
     assert_eq!(redact_query("subscription%2Dkey=s3cr3t", &names), "subscription%2Dkey=REDACTED");
 }
+
+/// The request path hashes a presented key through the per-thread memo (`identity::digest`),
+/// the store through `KeyHash::of`: both must name the same entry, first time and repeat.
+#[test]
+fn a_presented_keys_digest_is_the_stores() {
+    for _ in 0..2 {
+        for key in ["k", "abcdefgh", "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG", "a.b~c_d-e"] {
+            assert_eq!(digest::sha256(digest::Kind::Key, key.as_bytes()), KeyHash::of(key).0, "{key}");
+        }
+    }
+}

@@ -61,7 +61,8 @@ fn pipeline<'a>(
     let mut x = exchange_for(active, conn, &route, params, path, parts, body, request_id, peer_trusted, routed_at);
     async move {
         let chain = &*route.chain;
-        let t = Instant::now();
+        // Policy time counts from the end of routing, as on inline inbound chains.
+        let t = routed_at;
         let mut flow = run_section(&mut x, Stage::Inbound, &chain.inbound).await;
         if matches!(flow, Flow::Continue) && !chain.backend.is_empty() {
             flow = run_section(&mut x, Stage::Backend, &chain.backend).await;

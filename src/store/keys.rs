@@ -24,6 +24,9 @@ pub const MAX_LEN: usize = 256;
 pub struct KeyHash(pub [u8; 32]);
 
 impl KeyHash {
+    /// The digest the store keeps. The request path computes the same one through the
+    /// per-thread memo of presented credentials (`identity::digest`), so a repeated key is not
+    /// hashed again.
     pub fn of(key: &str) -> KeyHash {
         KeyHash(Sha256::digest(key.as_bytes()).into())
     }

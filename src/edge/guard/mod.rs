@@ -82,8 +82,9 @@ pub struct ConnShared {
 
 /// The requests of one connection: how many are being answered, how many have finished.
 ///
-/// `fetch_add`, `fetch_sub` and `load` behave as on an `AtomicUsize` (a request's tail adds one
-/// when the request starts and subtracts one when its response is done). A finished request
+/// `fetch_add`, `finish_at` and `load` behave as `fetch_add`, `fetch_sub` and `load` on an
+/// `AtomicUsize` (a request's tail adds one when the request starts and subtracts one when its
+/// response is done). A finished request
 /// also wakes the guard if it is waiting for earlier responses to be complete, and restarts the
 /// idle period.
 #[derive(Default)]
@@ -104,11 +105,8 @@ impl InFlight {
         self.now.fetch_add(n, order)
     }
 
-    pub fn fetch_sub(&self, n: usize, order: Ordering) -> usize {
-        self.finish_at(n, order, Instant::now().into_std())
-    }
-
-    /// `fetch_sub` with the caller's clock reading of when the requests finished.
+    /// `fetch_sub`, with the caller's clock reading of when the requests finished (the idle
+    /// period starts there).
     pub fn finish_at(&self, n: usize, order: Ordering, at: std::time::Instant) -> usize {
         let before = self.now.fetch_sub(n, order);
         self.finished.fetch_add(n, Ordering::AcqRel);

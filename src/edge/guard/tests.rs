@@ -112,7 +112,7 @@ async fn an_idle_connection_parks_and_wakes() {
     // In flight: hyper's read just waits, however long.
     shared.in_flight.fetch_add(1, Ordering::AcqRel);
     assert!(tokio::time::timeout(PARK_AFTER * 2, g.read(&mut buf)).await.is_err(), "a busy connection parked");
-    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    shared.in_flight.finish_at(1, Ordering::AcqRel, std::time::Instant::now());
     // After its first request, a connection waits without a read buffer.
     assert_eq!(g.core.buf.capacity(), 0, "a first request left its read buffer behind");
     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
@@ -143,7 +143,7 @@ async fn an_idle_connection_parks_and_wakes() {
     // A connection that carried more than one request keeps its read buffer until it parks.
     assert!(tokio::time::timeout(Duration::from_millis(50), g.read(&mut buf)).await.is_err(), "busy");
     assert!(g.core.buf.capacity() > 0, "a busy connection dropped its read buffer");
-    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    shared.in_flight.finish_at(1, Ordering::AcqRel, std::time::Instant::now());
     g.flush().await.expect("flush");
     assert_eq!(tokio::time::timeout(Duration::from_secs(2), g.read(&mut buf)).await.expect("parked").expect("read"), 0);
     client
