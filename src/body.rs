@@ -141,6 +141,24 @@ impl Body for ResponseBody {
     }
 }
 
+/// The body of a client's request as the listener hands it over: none (a body-less HTTP/1
+/// request the gateway's own HTTP/1 server read), or hyper's stream (HTTP/2, and HTTP/1
+/// requests with a body or an upgrade, which hyper serves).
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl ClientBody {
+    /// The streamed body, if there is one that has not ended.
+    pub fn into_stream(self) -> Option<Incoming> {
+        match self {
+            ClientBody::Hyper(b) if !b.is_end_stream() => Some(b),
+            _ => None,
+        }
+    }
+}
+
 /// The request body sent to a backend: nothing, the client's body streamed through the size
 /// limit, or a body a policy buffered or wrote (`set-body`).
 pub struct UpstreamBody {

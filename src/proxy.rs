@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{ResponseBody, UpstreamBody};
+use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::compress;
 use crate::edge::guard::ConnShared;
 use crate::edge::{self, Downstream};
@@ -75,7 +74,7 @@ struct Trace {
 pub async fn handle(
     active: Arc<Active>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let snap = &active.snapshot;
@@ -219,7 +218,7 @@ fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
 async fn serve(
     active: &Active,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     request_id: &HeaderValue,
     peer_trusted: bool,
     trace: &mut Trace,
@@ -296,13 +295,13 @@ async fn serve(
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let body = if http_body::Body::is_end_stream(&body) {
-        UpstreamBody::empty()
-    } else if version_is_h2 && !limits.body_timeout.is_zero() {
+    let body = match body.into_stream() {
+        None => UpstreamBody::empty(),
         // The HTTP/1 guard bounds slow bodies on its connections; HTTP/2 streams are bounded here.
-        UpstreamBody::streaming_with_stall(body, limits.body_bytes, limits.body_timeout)
-    } else {
-        UpstreamBody::streaming(body, limits.body_bytes)
+        Some(body) if version_is_h2 && !limits.body_timeout.is_zero() => {
+            UpstreamBody::streaming_with_stall(body, limits.body_bytes, limits.body_timeout)
+        }
+        Some(body) => UpstreamBody::streaming(body, limits.body_bytes),
     };
     let call = Call {
         parts,

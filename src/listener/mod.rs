@@ -1,5 +1,6 @@
-//! Listeners: accept connections, terminate TLS, put the framing guard in front, hand the
-//! connection to hyper (HTTP/1.1 and HTTP/2 on one port), and drain on stop.
+//! Listeners: accept connections, terminate TLS, put the framing guard in front, serve HTTP/1.1
+//! requests without a body with the own server (`h1`) and the rest with hyper (HTTP/1.1 with a
+//! body or an upgrade, HTTP/2; all on one port), and drain on stop.
 //!
 //! A listener takes an already bound `TcpListener` (never an address), so tests bind port 0.
 //! Its TLS configuration sits behind an `ArcSwap` so a reload changes certificates for new
@@ -7,6 +8,7 @@
 
 pub mod tls;
 
+mod h1;
 mod lent;
 
 use std::future::Future;
@@ -18,6 +20,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::body::ClientBody;
 use crate::edge::guard::{ConnShared, H1Guard, Wake};
 use crate::proxy::{self, ConnInfo};
 use crate::server::Gateway;
@@ -179,10 +184,12 @@ async fn serve_tls(conn: Accepted, stream: TcpStream, cfg: Arc<rustls::ServerCon
     run_http(conn, tls_stream, true, h2).await;
 }
 
-/// Serves one connection: the guard waits for the client's first bytes, then hyper serves it
-/// (HTTP/2 until it ends). An HTTP/1 connection whose client goes idle between requests is
-/// parked: hyper's connection ends, freeing its read and write buffers (16 KiB and more per
-/// connection), and a new one starts when the client sends its next request.
+/// Serves one connection: the guard waits for the client's next request. A body-less HTTP/1
+/// request is answered by the own server (`h1`); one with a body or an upgrade by a hyper
+/// HTTP/1 connection, until it parks; HTTP/2 by hyper until the connection ends. An HTTP/1
+/// connection whose client goes idle between requests is parked: hyper's connection, or the
+/// own server's handler slot and head buffer, is freed (16 KiB and more per connection for
+/// hyper) and the guard waits for the next request without a buffer.
 async fn run_http<S>(conn: Accepted, stream: S, tls: bool, alpn_h2: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -201,24 +208,53 @@ where
     // pick up a reload at their next request, in-flight requests finish on the old one.
     let served = AtomicU64::new(0);
     let goaway = AtomicBool::new(false);
-    let svc = service_fn(|req| {
+    let call = |req: Request<ClientBody>| {
         // `edge.limits.max_requests_per_connection` (nginx `keepalive_requests`, HAProxy
         // `max-total-streams`) bounds a Rapid Reset paced below hyper's pending-accept reset
         // limit: after the GOAWAY hyper accepts no more streams, so a peer that keeps opening
-        // and resetting them is closed with ENHANCE_YOUR_CALM.
+        // and resetting them is closed with ENHANCE_YOUR_CALM. HTTP/1 closes after the answer.
         if served.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
             goaway.store(true, Ordering::Relaxed);
         }
         proxy::handle(gw.active(), info.clone(), req)
-    });
+    };
+    let svc = service_fn(|req: Request<Incoming>| call(req.map(ClientBody::Hyper)));
+    // The handler of the request being answered by the own HTTP/1 server, and its response
+    // head: allocated when the connection wakes, freed when it parks.
+    let mut slot = None;
+    let mut out = Vec::new();
+    let mut spare = None;
+    // The stop signal is polled once, which leaves this task's waker with it (a task's waker
+    // does not change); after that, the flag is enough (see `drive`).
+    let mut stopping = std::pin::pin!(stop.cancelled());
+    let mut registered = false;
     loop {
-        let wake = tokio::select! {
-            w = std::future::poll_fn(|cx| io.poll_wake(cx)) => w,
+        let wake = std::future::poll_fn(|cx| {
+            if let Poll::Ready(w) = io.poll_wake(cx) {
+                return Poll::Ready(Some(w));
+            }
+            let stop_now = if registered {
+                stop.is_cancelled()
+            } else {
+                registered = true;
+                stopping.as_mut().poll(cx).is_ready()
+            };
             // Nothing is owed to an idle client: close, as hyper's graceful shutdown does.
-            _ = stop.cancelled() => return,
-        };
+            if stop_now {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some(wake) = wake else { return };
         match wake {
             Ok(Wake::Http1) => {}
+            Ok(Wake::Park) => {
+                slot = None;
+                out = Vec::new();
+                spare = None;
+                continue;
+            }
             Ok(Wake::Http2) => {
                 let conn = Box::pin(builders.h2.serve_connection(TokioIo::new(io), &svc));
                 drive(conn, stop, &goaway, |c| c.as_mut().graceful_shutdown()).await;
@@ -231,6 +267,34 @@ where
             }
             Err(_) => return,
         }
+        if let Some((head, fields)) = io.take_plain_head() {
+            let Some(req) = h1::request(&head, fields, spare.take()) else {
+                io.refuse(crate::respond::Problem::edge(
+                    http::StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "malformed request head",
+                ));
+                continue;
+            };
+            let method = req.method().clone();
+            let http10 = req.version() == http::Version::HTTP_10;
+            let keep_alive = h1::client_keeps_alive(&req);
+            let handler = call(req);
+            let slot = slot.get_or_insert_with(|| Box::pin(None));
+            slot.set(Some(handler));
+            let still_open = || !stop.is_cancelled() && !goaway.load(Ordering::Relaxed);
+            match h1::answer(&mut io, slot.as_mut(), &method, http10, keep_alive, still_open, &mut out, &mut spare)
+                .await
+            {
+                h1::Next::KeepAlive => continue,
+                h1::Next::Close => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                    return;
+                }
+            }
+        }
+        // A request with a body, or an upgrade: hyper serves the connection until it parks.
+        slot = None;
         let (lent, mut back) = Lent::new(io);
         // Boxed so that a parked connection's task holds none of it.
         let conn = Box::pin(builders.h1.serve_connection(TokioIo::new(lent), &svc).with_upgrades());

@@ -20,6 +20,7 @@ mod jwt;
 mod limits;
 mod limits_policy;
 mod metrics;
+mod own_h1;
 mod pipeline;
 mod secrets;
 mod service_identity;

@@ -51,8 +51,31 @@ fn headers_too_large() -> Box<Problem> {
     ))
 }
 
-/// Judges a complete head, or asks for more bytes. Returns the head length and the body state.
-pub(super) fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize, State)>, Box<Problem>> {
+/// Where the parts of the last head judged complete are: byte ranges into that head (leading
+/// empty lines excluded), so the gateway's HTTP/1 server builds its request without parsing
+/// the head a second time.
+#[derive(Debug, Default)]
+pub struct HeadFields {
+    pub method: (u32, u32),
+    pub target: (u32, u32),
+    pub http11: bool,
+    /// Name start, name end, value start, value end of each header field, in order.
+    pub fields: Vec<[u32; 4]>,
+}
+
+/// The byte range of `part` inside `whole` (`part` borrows from `whole`).
+fn range_in(whole: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize) as u32;
+    (start, start + part.len() as u32)
+}
+
+/// Judges a complete head, or asks for more bytes. Returns the head length and the body state;
+/// a complete head's parts are recorded in `out`.
+pub(super) fn judge_head(
+    b: &[u8],
+    limits: &GuardLimits,
+    out: &mut HeadFields,
+) -> Result<Option<(usize, State)>, Box<Problem>> {
     // Find the end of the head while checking line endings: every LF must follow a CR.
     let mut line_start = 0usize;
     let mut lines = 0usize;
@@ -161,8 +184,15 @@ pub(super) fn judge_head(b: &[u8], limits: &GuardLimits) -> Result<Option<(usize
     let mut host_count = 0;
     let mut host: &[u8] = b"";
     let mut upgrade = false;
+    out.method = range_in(head, method.as_bytes());
+    out.target = range_in(head, target.as_bytes());
+    out.http11 = http11;
+    out.fields.clear();
     for h in req.headers.iter() {
         let name = h.name;
+        let (ns, ne) = range_in(head, name.as_bytes());
+        let (vs, ve) = range_in(head, h.value);
+        out.fields.push([ns, ne, vs, ve]);
         // Only four names matter here, and their lengths tell them apart before any comparison.
         match name.len() {
             14 if name.eq_ignore_ascii_case("content-length") => {

@@ -10,8 +10,9 @@
 //! keep-alive idle timeout, and the head limits (414, 431) and declared body limit (413), so
 //! those answers are ours rather than hyper's bare ones.
 //!
-//! Invariant: hyper never sees a head byte the guard has not validated, so an ambiguous request
-//! never reaches routing, policies or a backend. HTTP/2 (prior knowledge or ALPN) is passed
+//! Invariant: neither the own HTTP/1 server (`listener::h1`, which takes a judged head whole with
+//! the positions of its parts, `take_plain_head`) nor hyper sees a head byte the guard has not
+//! validated, so an ambiguous request never reaches routing, policies or a backend. HTTP/2 (prior knowledge or ALPN) is passed
 //! through untouched: h2 framing has no such ambiguity and hyper's h2 limits apply.
 //!
 //! Order on the wire is kept: a refused head that follows requests still being answered waits
@@ -23,24 +24,27 @@
 //! and the proxy answer that request themselves, so the guard adds no second response.
 
 mod head;
+mod inflight;
 #[cfg(test)]
 mod tests;
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::respond::Problem;
 
+pub use head::HeadFields;
 use head::{bad, judge_chunk, judge_head, leading_crlf};
+pub use inflight::InFlight;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Hard cap on the header array handed to httparse; `edge.limits.headers` may not exceed it.
@@ -78,68 +82,6 @@ pub struct GuardLimits {
 pub struct ConnShared {
     /// Requests whose response has not finished; the idle timeout never closes a busy connection.
     pub in_flight: InFlight,
-}
-
-/// The requests of one connection: how many are being answered, how many have finished.
-///
-/// `fetch_add`, `finish_at` and `load` behave as `fetch_add`, `fetch_sub` and `load` on an
-/// `AtomicUsize` (a request's tail adds one when the request starts and subtracts one when its
-/// response is done). A finished request
-/// also wakes the guard if it is waiting for earlier responses to be complete, and restarts the
-/// idle period.
-#[derive(Default)]
-pub struct InFlight {
-    now: AtomicUsize,
-    finished: AtomicUsize,
-    last: parking_lot::Mutex<LastFinish>,
-}
-
-#[derive(Default)]
-struct LastFinish {
-    waker: Option<Waker>,
-    at: Option<Instant>,
-}
-
-impl InFlight {
-    pub fn fetch_add(&self, n: usize, order: Ordering) -> usize {
-        self.now.fetch_add(n, order)
-    }
-
-    /// `fetch_sub`, with the caller's clock reading of when the requests finished (the idle
-    /// period starts there).
-    pub fn finish_at(&self, n: usize, order: Ordering, at: std::time::Instant) -> usize {
-        let before = self.now.fetch_sub(n, order);
-        self.finished.fetch_add(n, Ordering::AcqRel);
-        let waker = {
-            let mut last = self.last.lock();
-            last.at = Some(Instant::from_std(at));
-            last.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        before
-    }
-
-    pub fn load(&self, order: Ordering) -> usize {
-        self.now.load(order)
-    }
-
-    /// Requests whose response is complete, since the connection opened.
-    pub fn finished(&self) -> usize {
-        self.finished.load(Ordering::Acquire)
-    }
-
-    fn wake_on_finish(&self, waker: &Waker) {
-        let mut last = self.last.lock();
-        if !last.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            last.waker = Some(waker.clone());
-        }
-    }
-
-    fn last_finish(&self) -> Option<Instant> {
-        self.last.lock().at
-    }
 }
 
 /// Called once when the guard refuses a request, so the rejection reaches the access log.
@@ -204,6 +146,9 @@ struct Core {
     probe_len: usize,
     // The reader waiting for an upgrade's answer or for a flush.
     read_waker: Option<Waker>,
+    // The parts of the last head judged, and the empty lines before it.
+    fields: HeadFields,
+    skip: usize,
     // Whether an idle keep-alive connection may be parked (see `H1Guard::set_parking`).
     parking: bool,
     // No hyper connection reads: hyper was given EOF to end its connection while the client is
@@ -253,6 +198,8 @@ impl<S> H1Guard<S> {
                 probe: [0; 12],
                 probe_len: 0,
                 read_waker: None,
+                fields: HeadFields::default(),
+                skip: 0,
                 parking: false,
                 parked: false,
             },
@@ -295,6 +242,9 @@ pub enum Wake {
     /// Nothing more for hyper: the client closed, went idle past the timeout, or its next head
     /// was refused. Shutting the guard down writes the refusal, if any, and closes.
     Close,
+    /// The connection went idle and was parked (its read buffer freed): the caller frees what it
+    /// holds for the connection too, and waits again.
+    Park,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> H1Guard<S> {
@@ -307,10 +257,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Guard<S> {
                 self.core.parked = false;
                 return Poll::Ready(Ok(wake));
             }
+            let was_parked = self.core.parked;
             // A read into no space: the guard reads and judges into its own buffer, and returns
             // as soon as it has bytes ready (or an end) without handing any over.
             let mut none = ReadBuf::new(&mut []);
             ready!(Pin::new(&mut *self).poll_read(cx, &mut none))?;
+            if self.core.parked && !was_parked {
+                self.core.fields = HeadFields::default();
+                return Poll::Ready(Ok(Wake::Park));
+            }
+        }
+    }
+
+    /// After `poll_wake` reported `Http1`: the judged head, if it is a whole request by itself
+    /// (no body follows, no upgrade), taken out of the guard's buffer, with where its parts are.
+    /// `None` leaves the bytes for hyper.
+    pub fn take_plain_head(&mut self) -> Option<(Bytes, &HeadFields)> {
+        let g = &mut self.core;
+        if g.state != State::Head || g.ready == 0 || g.reject.is_some() {
+            return None;
+        }
+        g.buf.advance(g.skip);
+        let head = g.buf.split_to(g.ready - g.skip).freeze();
+        g.ready = 0;
+        g.skip = 0;
+        Some((head, &g.fields))
+    }
+
+    /// Refuses a head taken with `take_plain_head` that the server could not turn into a
+    /// request: the refusal is logged now and written when the guard shuts down.
+    pub fn refuse(&mut self, problem: Problem) {
+        self.core.refuse_head(problem);
+        self.core.reject_after = 0;
+    }
+
+    /// While a request taken with `take_plain_head` is being answered: reads ahead to notice the
+    /// client going away, as hyper does. `Ready(true)`: the client closed (or the connection
+    /// failed), so the answer is owed to no one. `Ready(false)`: more bytes were judged (a
+    /// pipelined request, or a refusal) and wait their turn; stop watching. A refusal's EOF and
+    /// the idle timeout wait until the request being answered has finished.
+    pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.core.ready > 0 || self.core.state != State::Head {
+            return Poll::Ready(false);
+        }
+        let mut none = ReadBuf::new(&mut []);
+        match Pin::new(&mut *self).poll_read(cx, &mut none) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(true),
+            Poll::Ready(Ok(())) => Poll::Ready(self.core.eof && self.core.ready == 0 && self.core.state == State::Head),
         }
     }
 }
@@ -687,7 +681,7 @@ impl Core {
             self.refuse_head(bad("too many empty lines before the request line"));
             return Step::Progress;
         }
-        match judge_head(&pending[skip..], &self.limits) {
+        match judge_head(&pending[skip..], &self.limits, &mut self.fields) {
             Ok(None) => Step::More,
             Ok(Some((head_len, State::Passthrough))) => {
                 // An upgrade: handed to hyper only once the connection is quiet (see `UpgradeHold`).
@@ -697,6 +691,7 @@ impl Core {
             }
             Ok(Some((head_len, next))) => {
                 self.first_request = false;
+                self.skip = skip;
                 self.ready += skip + head_len;
                 self.released += 1;
                 self.state = next;

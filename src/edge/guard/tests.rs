@@ -17,7 +17,7 @@ fn limits() -> GuardLimits {
 }
 
 fn status(head: &str) -> Result<State, u16> {
-    match judge_head(head.as_bytes(), &limits()) {
+    match judge_head(head.as_bytes(), &limits(), &mut HeadFields::default()) {
         Ok(Some((_, s))) => Ok(s),
         Ok(None) => Err(0),
         Err(p) => Err(p.status.as_u16()),

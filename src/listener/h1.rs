@@ -1,0 +1,264 @@
+//! The gateway's own HTTP/1.1 server for requests that are whole in their head: no body, no
+//! upgrade (GET, HEAD, DELETE, OPTIONS… without content — most API traffic).
+//!
+//! The framing guard has already parsed and judged the head and recorded where its parts are,
+//! so the request is built from the guard's bytes without a second parse; the response head is
+//! encoded by hyper's rules (`encode`) and written with its first body bytes in one vectored
+//! write. Requests with a body or an upgrade stay with hyper's HTTP/1 connection (the listener
+//! lends it the guard), as does HTTP/2: the design and its measurements are in
+//! `docs/design/own-http1-server.md`.
+//!
+//! One request is answered at a time, in order. While the handler runs and while the response
+//! streams, the guard reads ahead: a client that hangs up cancels its request (its backend call
+//! is dropped, as hyper does), and a pipelined head waits, judged, for its turn.
+
+mod encode;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::{ClientBody, ResponseBody};
+use crate::edge::guard::{H1Guard, HeadFields};
+use encode::{Asked, BodyLen, Framing};
+
+/// What the connection does after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// The request a judged head describes (the guard validated its syntax and framing), sharing
+/// the head's bytes. `None` if `http` rejects a part the guard let through. `spare` is the
+/// last response's header map, emptied, reused (as hyper does) to save its allocations.
+pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Option<Request<ClientBody>> {
+    let part = |(start, end): (u32, u32)| head.get(start as usize..end as usize);
+    let method = Method::from_bytes(part(f.method)?).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice(f.target.0 as usize..f.target.1 as usize)).ok()?;
+    let mut headers = match spare {
+        Some(mut map) => {
+            map.reserve(f.fields.len());
+            map
+        }
+        None => HeaderMap::with_capacity(f.fields.len()),
+    };
+    for &[ns, ne, vs, ve] in &f.fields {
+        let name = HeaderName::from_bytes(part((ns, ne))?).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if f.http11 { Version::HTTP_11 } else { Version::HTTP_10 };
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// Whether the client lets the connection stay open after this request (RFC 9112 §9.3):
+/// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
+pub fn client_keeps_alive<B>(req: &Request<B>) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for value in req.headers().get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|c| *c == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (req.version() == Version::HTTP_11 || keep)
+}
+
+/// Answers one request whose handler future is in `slot`: waits for the response (the client
+/// hanging up drops the handler), writes it, and says whether the connection stays open.
+/// `keep_alive` is what the client and the connection allow; `still_open` is asked again when
+/// the head is written (the listener may have been told to stop meanwhile). The response's
+/// header map is left in `spare`, emptied, for the next request.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer<S, F>(
+    io: &mut H1Guard<S>,
+    mut slot: Pin<&mut Option<F>>,
+    method: &Method,
+    http10: bool,
+    keep_alive: bool,
+    still_open: impl Fn() -> bool,
+    out: &mut Vec<u8>,
+    spare: &mut Option<HeaderMap>,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    let mut watching = true;
+    let answered = poll_fn(|cx| {
+        if let Some(handler) = slot.as_mut().as_pin_mut() {
+            if let Poll::Ready(Ok(response)) = handler.poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+        }
+        if watching {
+            match io.poll_gone(cx) {
+                Poll::Ready(true) => return Poll::Ready(None),
+                Poll::Ready(false) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    // Dropping the handler here cancels its work if the client has gone.
+    slot.set(None);
+    let Some(response) = answered else {
+        return Next::Close;
+    };
+    let (parts, body) = response.into_parts();
+    let mut keep_alive = keep_alive && still_open();
+    let len = if body.is_end_stream() {
+        BodyLen::None
+    } else {
+        body.size_hint().exact().map_or(BodyLen::Unknown, BodyLen::Known)
+    };
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
+    out.clear();
+    let framing =
+        encode::head(parts.status, reason, &parts.headers, Asked { method, http10 }, len, &mut keep_alive, out);
+    let mut headers = parts.headers;
+    headers.clear();
+    *spare = Some(headers);
+    let sent = send_body(io, body, framing, out, watching).await;
+    // The body (and with it the request's log line) is done before the final flush, as hyper
+    // does; the flush tells the guard the answer is on its way.
+    let flushed = poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await;
+    match (sent, flushed) {
+        (Ok(true), Ok(())) if keep_alive => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Writes the head in `out` and the body framed as `framing`. `Ok(true)` if the body was sent
+/// whole and the connection may carry another request; the body is dropped before returning.
+async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut H1Guard<S>,
+    body: ResponseBody,
+    framing: Framing,
+    out: &[u8],
+    mut watching: bool,
+) -> io::Result<bool> {
+    let mut head = out;
+    if framing == Framing::Empty {
+        drop(body);
+        write_all(io, &mut [IoSlice::new(head)]).await?;
+        return Ok(true);
+    }
+    // The body (with the request's log line) ends with this block, before the last write, as
+    // with hyper: a client that has the whole answer finds the request finished and logged.
+    let (left, last) = {
+        let mut body = std::pin::pin!(body);
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let frame = poll_fn(|cx| {
+                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+                if watching {
+                    match io.poll_gone(cx) {
+                        Poll::Ready(true) => return Poll::Ready(None),
+                        Poll::Ready(false) => watching = false,
+                        Poll::Pending => {}
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let data = match frame {
+                // The client went away.
+                None => return Ok(false),
+                // A body that breaks off ends the connection without a proper end, so the client
+                // sees the response as incomplete.
+                Some(Some(Err(_))) => {
+                    write_all(io, &mut [IoSlice::new(head)]).await?;
+                    return Ok(false);
+                }
+                Some(None) => break (left, None),
+                Some(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers are not passed on; empty frames carry nothing.
+                    _ => continue,
+                },
+            };
+            if (data.len() as u64) > left {
+                // More than the length the head announced: what fits goes, then the connection
+                // closes (hyper treats this as an error as well).
+                write_data(io, head, framing, data.slice(..left as usize), false).await?;
+                return Ok(false);
+            }
+            left -= data.len() as u64;
+            if body.is_end_stream() {
+                break (left, Some(data));
+            }
+            write_data(io, head, framing, data, false).await?;
+            head = &[];
+            // Flushing per frame matters for TLS, where written bytes wait in the session.
+            poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await?;
+        }
+    };
+    match last {
+        Some(data) => write_data(io, head, framing, data, true).await?,
+        None if framing == Framing::Chunked => {
+            write_all(io, &mut [IoSlice::new(head), IoSlice::new(b"0\r\n\r\n")]).await?
+        }
+        None => write_all(io, &mut [IoSlice::new(head)]).await?,
+    }
+    Ok(match framing {
+        Framing::Chunked => true,
+        // A body shorter than announced leaves the client waiting for the rest: close.
+        Framing::Length(_) => left == 0,
+        Framing::Close | Framing::Empty => false,
+    })
+}
+
+/// Writes `data` after `head` (what is left of it), framed; `end` adds the end of a chunked body.
+async fn write_data<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    head: &[u8],
+    framing: Framing,
+    data: Bytes,
+    end: bool,
+) -> io::Result<()> {
+    if framing == Framing::Chunked {
+        let (prefix, len) = encode::chunk_prefix(data.len());
+        let suffix: &[u8] = if end { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+        let mut parts = [IoSlice::new(head), IoSlice::new(&prefix[..len]), IoSlice::new(&data), IoSlice::new(suffix)];
+        write_all(io, &mut parts).await
+    } else {
+        write_all(io, &mut [IoSlice::new(head), IoSlice::new(data.chunk())]).await
+    }
+}
+
+/// Writes every slice, as few system calls as the socket allows.
+async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, parts)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}

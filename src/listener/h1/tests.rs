@@ -1,0 +1,190 @@
+//! The own HTTP/1 server on an in-memory stream, with handlers written in the test: requests
+//! built from the guard's positions, answers written whole and in order, a client's hang-up
+//! cancelling its handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::*;
+use crate::edge::guard::{ConnShared, GuardLimits, Wake};
+
+fn guard(server: DuplexStream) -> H1Guard<DuplexStream> {
+    let limits = GuardLimits {
+        header_bytes: 4096,
+        headers: 50,
+        uri_bytes: 1024,
+        body_bytes: 1024,
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(5),
+        body_min_rate: 0,
+    };
+    H1Guard::new(server, limits, Arc::new(ConnShared::default()), None, false)
+}
+
+async fn next_request(g: &mut H1Guard<DuplexStream>) -> Request<ClientBody> {
+    let wake = tokio::time::timeout(Duration::from_secs(2), poll_fn(|cx| g.poll_wake(cx))).await;
+    assert_eq!(wake.expect("timely").expect("wake"), Wake::Http1);
+    let (head, fields) = g.take_plain_head().expect("a body-less head");
+    request(&head, fields, None).expect("a request")
+}
+
+async fn read_until(client: &mut DuplexStream, end: &[u8]) -> String {
+    read_until_n(client, end, 1).await
+}
+
+/// Reads until `end` has been seen `n` times.
+async fn read_until_n(client: &mut DuplexStream, end: &[u8], n: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.windows(end.len()).filter(|w| *w == end).count() < n {
+        let n =
+            tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await.expect("timely").expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).expect("utf-8")
+}
+
+fn without_date(text: &str) -> String {
+    text.split("\r\n").filter(|l| !l.starts_with("date: ")).collect::<Vec<_>>().join("\r\n")
+}
+
+#[tokio::test]
+async fn a_request_is_built_from_the_guards_positions() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client
+        .write_all(b"\r\nDELETE /orders/7?x=1 HTTP/1.1\r\nHost: api.test\r\nX-Two: a\r\nx-two:  b \r\nEmpty:\r\n\r\n")
+        .await
+        .expect("send");
+    let req = next_request(&mut g).await;
+    assert_eq!(req.method(), Method::DELETE);
+    assert_eq!(req.uri().path(), "/orders/7");
+    assert_eq!(req.uri().query(), Some("x=1"));
+    assert_eq!(req.version(), Version::HTTP_11);
+    assert_eq!(req.headers()["host"], "api.test");
+    let two: Vec<_> = req.headers().get_all("x-two").iter().map(|v| v.to_str().unwrap_or("")).collect();
+    assert_eq!(two, ["a", "b"]);
+    assert_eq!(req.headers()["empty"], "");
+    assert!(client_keeps_alive(&req));
+}
+
+#[tokio::test]
+async fn http10_keeps_alive_only_when_asked() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("send");
+    let req = next_request(&mut g).await;
+    assert_eq!(req.version(), Version::HTTP_10);
+    assert!(!client_keeps_alive(&req));
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client.write_all(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").await.expect("send");
+    assert!(client_keeps_alive(&next_request(&mut g).await));
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n").await.expect("send");
+    assert!(!client_keeps_alive(&next_request(&mut g).await));
+}
+
+async fn answer_with(
+    g: &mut H1Guard<DuplexStream>,
+    req: &Request<ClientBody>,
+    handler: impl Future<Output = Result<Response<ResponseBody>, Infallible>>,
+) -> Next {
+    let mut slot = std::pin::pin!(Some(handler));
+    let mut out = Vec::new();
+    let http10 = req.version() == Version::HTTP_10;
+    let mut spare = None;
+    answer(g, slot.as_mut(), req.method(), http10, client_keeps_alive(req), || true, &mut out, &mut spare).await
+}
+
+/// Two pipelined requests: the slow first answer is written before the fast second one, each
+/// whole (head and body), and the connection stays open.
+#[tokio::test]
+async fn pipelined_answers_keep_their_order() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nHEAD /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("send");
+    let first = next_request(&mut g).await;
+    let slow = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Response::new(ResponseBody::full(Bytes::from_static(b"slow"))))
+    };
+    assert_eq!(answer_with(&mut g, &first, slow).await, Next::KeepAlive);
+    let second = next_request(&mut g).await;
+    assert_eq!(second.uri().path(), "/fast");
+    let fast = async {
+        let mut r = Response::new(ResponseBody::empty());
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("4"));
+        Ok(r)
+    };
+    assert_eq!(answer_with(&mut g, &second, fast).await, Next::KeepAlive);
+    let text = read_until_n(&mut client, b"\r\n\r\n", 2).await;
+    assert_eq!(
+        without_date(&text),
+        "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslowHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
+    );
+}
+
+/// A client that hangs up while its request is being handled: the handler is dropped (its
+/// backend call with it) and the connection closes without an answer.
+#[tokio::test]
+async fn a_hang_up_cancels_the_handler() {
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("send");
+    let req = next_request(&mut g).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Dropped(dropped.clone());
+    let never = async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+        Ok(Response::new(ResponseBody::empty()))
+    };
+    let hang_up = async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(client);
+    };
+    let (next, ()) =
+        tokio::time::timeout(Duration::from_secs(2), async { tokio::join!(answer_with(&mut g, &req, never), hang_up) })
+            .await
+            .expect("the hang-up was noticed");
+    assert_eq!(next, Next::Close);
+    assert!(dropped.load(Ordering::SeqCst), "the handler was not dropped");
+}
+
+/// The head and a body that is ready go out in one write; a `Connection: close` from the
+/// handler ends the connection after the answer.
+#[tokio::test]
+async fn a_close_from_the_handler_ends_the_connection() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = guard(server);
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("send");
+    let req = next_request(&mut g).await;
+    let closing = async {
+        let mut r = Response::new(ResponseBody::full(Bytes::from_static(b"bye")));
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok(r)
+    };
+    assert_eq!(answer_with(&mut g, &req, closing).await, Next::Close);
+    let text = read_until(&mut client, b"bye").await;
+    assert_eq!(
+        without_date(&text),
+        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye"
+    );
+}
