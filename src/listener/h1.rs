@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Buf, Bytes};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,21 +66,6 @@ pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Option
     Some(req)
 }
 
-/// Whether the client lets the connection stay open after this request (RFC 9112 §9.3):
-/// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
-pub fn client_keeps_alive<B>(req: &Request<B>) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for value in req.headers().get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|c| *c == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (req.version() == Version::HTTP_11 || keep)
-}
-
 /// Answers one request whose handler future is in `slot`: waits for the response (the client
 /// hanging up drops the handler), writes it, and says whether the connection stays open.
 /// `keep_alive` is what the client and the connection allow; `still_open` is asked again when
@@ -120,24 +105,30 @@ where
     .await;
     // Dropping the handler here cancels its work if the client has gone.
     slot.set(None);
-    let Some(response) = answered else {
+    if answered.is_none() {
+        return Next::Close;
+    }
+    // The response stays where it is until it is dropped in place (see `send_body`): it is
+    // large (the body carries the request's log record), and each move is a copy.
+    let mut response = answered;
+    let Some(r) = response.as_mut() else {
         return Next::Close;
     };
-    let (parts, body) = response.into_parts();
     let mut keep_alive = keep_alive && still_open();
+    let body = r.body();
     let len = if body.is_end_stream() {
         BodyLen::None
     } else {
         body.size_hint().exact().map_or(BodyLen::Unknown, BodyLen::Known)
     };
-    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
+    let reason = r.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
     out.clear();
-    let framing =
-        encode::head(parts.status, reason, &parts.headers, Asked { method, http10 }, len, &mut keep_alive, out);
-    let mut headers = parts.headers;
+    let asked = Asked { method, http10 };
+    let framing = encode::head(r.status(), reason, r.headers(), asked, len, &mut keep_alive, out);
+    let mut headers = std::mem::take(r.headers_mut());
     headers.clear();
     *spare = Some(headers);
-    let sent = send_body(io, body, framing, out, watching).await;
+    let sent = send_body(io, &mut response, framing, out, watching).await;
     // The body (and with it the request's log line) is done before the final flush, as hyper
     // does; the flush tells the guard the answer is on its way.
     let flushed = poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await;
@@ -147,76 +138,82 @@ where
     }
 }
 
-/// Writes the head in `out` and the body framed as `framing`. `Ok(true)` if the body was sent
-/// whole and the connection may carry another request; the body is dropped before returning.
+/// Writes the head in `out` and the body of `response` framed as `framing`. `Ok(true)` if the
+/// body was sent whole and the connection may carry another request. The response is dropped
+/// (set to `None`, in place) before the last write, as hyper ends a body: a client that has the
+/// whole answer finds the request finished and logged.
 async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut H1Guard<S>,
-    body: ResponseBody,
+    response: &mut Option<Response<ResponseBody>>,
     framing: Framing,
     out: &[u8],
     mut watching: bool,
 ) -> io::Result<bool> {
     let mut head = out;
     if framing == Framing::Empty {
-        drop(body);
+        *response = None;
         write_all(io, &mut [IoSlice::new(head)]).await?;
         return Ok(true);
     }
-    // The body (with the request's log line) ends with this block, before the last write, as
-    // with hyper: a client that has the whole answer finds the request finished and logged.
-    let (left, last) = {
-        let mut body = std::pin::pin!(body);
-        let mut left = match framing {
-            Framing::Length(n) => n,
-            _ => u64::MAX,
-        };
-        loop {
-            let frame = poll_fn(|cx| {
-                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
-                    return Poll::Ready(Some(frame));
-                }
-                if watching {
-                    match io.poll_gone(cx) {
-                        Poll::Ready(true) => return Poll::Ready(None),
-                        Poll::Ready(false) => watching = false,
-                        Poll::Pending => {}
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            let data = match frame {
-                // The client went away.
-                None => return Ok(false),
-                // A body that breaks off ends the connection without a proper end, so the client
-                // sees the response as incomplete.
-                Some(Some(Err(_))) => {
-                    write_all(io, &mut [IoSlice::new(head)]).await?;
-                    return Ok(false);
-                }
-                Some(None) => break (left, None),
-                Some(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => data,
-                    // Trailers are not passed on; empty frames carry nothing.
-                    _ => continue,
-                },
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let last = loop {
+        let frame = poll_fn(|cx| {
+            let Some(r) = response.as_mut() else {
+                return Poll::Ready(Some(None));
             };
-            if (data.len() as u64) > left {
-                // More than the length the head announced: what fits goes, then the connection
-                // closes (hyper treats this as an error as well).
-                write_data(io, head, framing, data.slice(..left as usize), false).await?;
+            if let Poll::Ready(frame) = Pin::new(r.body_mut()).poll_frame(cx) {
+                return Poll::Ready(Some(frame));
+            }
+            if watching {
+                match io.poll_gone(cx) {
+                    Poll::Ready(true) => return Poll::Ready(None),
+                    Poll::Ready(false) => watching = false,
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let data = match frame {
+            // The client went away.
+            None => return Ok(false),
+            // A body that breaks off ends the connection without a proper end, so the client
+            // sees the response as incomplete.
+            Some(Some(Err(_))) => {
+                *response = None;
+                write_all(io, &mut [IoSlice::new(head)]).await?;
                 return Ok(false);
             }
-            left -= data.len() as u64;
-            if body.is_end_stream() {
-                break (left, Some(data));
-            }
-            write_data(io, head, framing, data, false).await?;
-            head = &[];
-            // Flushing per frame matters for TLS, where written bytes wait in the session.
-            poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await?;
+            Some(None) => break None,
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                // Trailers are not passed on; empty frames carry nothing.
+                _ => continue,
+            },
+        };
+        if (data.len() as u64) > left {
+            // More than the length the head announced: what fits goes, then the connection
+            // closes (hyper treats this as an error as well).
+            *response = None;
+            write_data(io, head, framing, data.slice(..left as usize), false).await?;
+            return Ok(false);
         }
+        left -= data.len() as u64;
+        // The last frame: the body says so, or it has all the bytes the head announced (a
+        // body may say it has ended only when polled again).
+        let announced_all = matches!(framing, Framing::Length(_)) && left == 0;
+        if announced_all || response.as_ref().is_none_or(|r| r.body().is_end_stream()) {
+            break Some(data);
+        }
+        write_data(io, head, framing, data, false).await?;
+        head = &[];
+        // Flushing per frame matters for TLS, where written bytes wait in the session.
+        poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await?;
     };
+    *response = None;
     match last {
         Some(data) => write_data(io, head, framing, data, true).await?,
         None if framing == Framing::Chunked => {

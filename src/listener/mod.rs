@@ -268,6 +268,7 @@ where
             Err(_) => return,
         }
         if let Some((head, fields)) = io.take_plain_head() {
+            let keep_alive = fields.keeps_alive();
             let Some(req) = h1::request(&head, fields, spare.take()) else {
                 io.refuse(crate::respond::Problem::edge(
                     http::StatusCode::BAD_REQUEST,
@@ -278,10 +279,9 @@ where
             };
             let method = req.method().clone();
             let http10 = req.version() == http::Version::HTTP_10;
-            let keep_alive = h1::client_keeps_alive(&req);
-            let handler = call(req);
             let slot = slot.get_or_insert_with(|| Box::pin(None));
-            slot.set(Some(handler));
+            // Built straight into its slot: the handler's future is large, and a move is a copy.
+            slot.set(Some(call(req)));
             let still_open = || !stop.is_cancelled() && !goaway.load(Ordering::Relaxed);
             match h1::answer(&mut io, slot.as_mut(), &method, http10, keep_alive, still_open, &mut out, &mut spare)
                 .await
@@ -293,8 +293,11 @@ where
                 }
             }
         }
-        // A request with a body, or an upgrade: hyper serves the connection until it parks.
+        // A request with a body, or an upgrade: hyper serves the connection until it parks (and
+        // comes back parked, so this is the moment to free what the own server holds).
         slot = None;
+        out = Vec::new();
+        spare = None;
         let (lent, mut back) = Lent::new(io);
         // Boxed so that a parked connection's task holds none of it.
         let conn = Box::pin(builders.h1.serve_connection(TokioIo::new(lent), &svc).with_upgrades());

@@ -59,8 +59,19 @@ pub struct HeadFields {
     pub method: (u32, u32),
     pub target: (u32, u32),
     pub http11: bool,
+    /// `Connection` tokens: `close`, `keep-alive`.
+    pub close: bool,
+    pub keep_alive: bool,
     /// Name start, name end, value start, value end of each header field, in order.
     pub fields: Vec<[u32; 4]>,
+}
+
+impl HeadFields {
+    /// Whether the client lets the connection stay open after this request (RFC 9112 §9.3):
+    /// HTTP/1.1 unless it says `close`, HTTP/1.0 only if it says `keep-alive`.
+    pub fn keeps_alive(&self) -> bool {
+        !self.close && (self.http11 || self.keep_alive)
+    }
 }
 
 /// The byte range of `part` inside `whole` (`part` borrows from `whole`).
@@ -187,6 +198,8 @@ pub(super) fn judge_head(
     out.method = range_in(head, method.as_bytes());
     out.target = range_in(head, target.as_bytes());
     out.http11 = http11;
+    out.close = false;
+    out.keep_alive = false;
     out.fields.clear();
     for h in req.headers.iter() {
         let name = h.name;
@@ -218,6 +231,13 @@ pub(super) fn judge_head(
                 }
             }
             7 if name.eq_ignore_ascii_case("upgrade") => upgrade = true,
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in h.value.split(|c| *c == b',') {
+                    let token = token.trim_ascii();
+                    out.close |= token.eq_ignore_ascii_case(b"close");
+                    out.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
             _ => {}
         }
     }

@@ -263,7 +263,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Guard<S> {
             let mut none = ReadBuf::new(&mut []);
             ready!(Pin::new(&mut *self).poll_read(cx, &mut none))?;
             if self.core.parked && !was_parked {
-                self.core.fields = HeadFields::default();
                 return Poll::Ready(Ok(Wake::Park));
             }
         }
@@ -471,6 +470,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for H1Guard<S> {
                             // read buffer.
                             g.parked = true;
                             g.buf = BytesMut::new();
+                            g.fields = HeadFields::default();
                             return Poll::Ready(Ok(()));
                         }
                         Between::Close => {}

@@ -47,8 +47,10 @@ pub fn head(
     keep_alive: &mut bool,
     out: &mut Vec<u8>,
 ) -> Framing {
-    // 1xx other than 101 cannot be a final answer (hyper answers 500 with an empty head too).
-    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+    // A 1xx cannot be a final answer (hyper answers 500 with an empty head too), and this server
+    // serves no upgrades, so a 101 here would switch nothing: it must not leave a client (or a
+    // proxy in front) believing the connection changed protocols.
+    if status.is_informational() {
         *keep_alive = false;
         out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n");
         date_line(out);
@@ -57,7 +59,7 @@ pub fn head(
     }
     status_line(status, reason, asked.http10, out);
     let head_request = asked.method == Method::HEAD;
-    let no_content = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) || status.is_informational();
+    let no_content = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let can_body = !head_request && !no_content;
 
     let mut length: Option<u64> = None;
@@ -350,6 +352,17 @@ mod tests {
             out,
             b"HTTP/1.1 418 Short and stout\r\ndate: Tue, 01 Jan 2030 00:00:00 GMT\r\ncontent-length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn informational_answers_become_500_and_close() {
+        for status in [100, 101, 103] {
+            let (text, framing, ka) =
+                encode(status, &[("upgrade", "websocket")], Method::GET, false, BodyLen::None, true);
+            assert!(text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{text}");
+            assert!(!text.contains("upgrade") && text.contains("connection: close"), "{text}");
+            assert_eq!((framing, ka), (Framing::Empty, false));
+        }
     }
 
     #[test]
