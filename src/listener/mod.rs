@@ -279,9 +279,9 @@ where
             };
             let method = req.method().clone();
             let http10 = req.version() == http::Version::HTTP_10;
+            let handler = call(req);
             let slot = slot.get_or_insert_with(|| Box::pin(None));
-            // Built straight into its slot: the handler's future is large, and a move is a copy.
-            slot.set(Some(call(req)));
+            slot.set(Some(handler));
             let still_open = || !stop.is_cancelled() && !goaway.load(Ordering::Relaxed);
             match h1::answer(&mut io, slot.as_mut(), &method, http10, keep_alive, still_open, &mut out, &mut spare)
                 .await
