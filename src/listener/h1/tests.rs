@@ -195,3 +195,101 @@ async fn a_close_from_the_handler_ends_the_connection() {
         "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye"
     );
 }
+
+/// Makes the handler's response for one differential case.
+type Respond = fn() -> Response<ResponseBody>;
+
+/// The bytes a client reads for one request and one response: through hyper's HTTP/1 server
+/// (`hyper: true`, what served these requests before) or through this one.
+async fn wire(request: &'static [u8], respond: Respond, hyper: bool) -> String {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    client.write_all(request).await.expect("send");
+    let served = if hyper {
+        let svc = hyper::service::service_fn(move |_req| async move { Ok::<_, Infallible>(respond()) });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        })
+    } else {
+        tokio::spawn(async move {
+            let mut g = guard(server);
+            let (req, keep_alive) = next_request_and_keep_alive(&mut g).await;
+            let mut slot = std::pin::pin!(Some(async move { Ok::<_, Infallible>(respond()) }));
+            let (mut out, mut spare) = (Vec::new(), None);
+            let http10 = req.version() == Version::HTTP_10;
+            if answer(&mut g, slot.as_mut(), req.method(), http10, keep_alive, || true, &mut out, &mut spare).await
+                == Next::Close
+            {
+                let _ = g.shutdown().await;
+            } else {
+                // Kept open, as hyper keeps it: the client stops reading when it has all.
+                std::future::pending::<()>().await;
+            }
+        })
+    };
+    // Everything the server sends until it closes or goes quiet.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_millis(150), client.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    served.abort();
+    String::from_utf8(got).expect("utf-8")
+}
+
+/// A response as a comparable value: the status line, the header lines sorted (a `Date`
+/// value masked), the body.
+fn normalized(wire: &str) -> (String, Vec<String>, String) {
+    let (head, body) = wire.split_once("\r\n\r\n").unwrap_or((wire, ""));
+    let mut lines =
+        head.split("\r\n").map(|l| if l.starts_with("date: ") { "date: *".to_owned() } else { l.to_owned() });
+    let status = lines.next().unwrap_or_default();
+    let mut fields: Vec<String> = lines.collect();
+    fields.sort();
+    (status, fields, body.to_owned())
+}
+
+/// Differential: for each kind of request and response these requests get, the own server
+/// writes what hyper's wrote (status line, the same header lines in any order, the same body
+/// and framing), so clients see no difference.
+#[tokio::test]
+async fn answers_match_hypers_on_the_wire() {
+    fn with(status: u16, body: &'static [u8], fields: &[(&'static str, &'static str)]) -> Response<ResponseBody> {
+        let mut r = Response::new(ResponseBody::full(Bytes::from_static(body)));
+        *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        for (n, v) in fields {
+            r.headers_mut().append(*n, HeaderValue::from_static(v));
+        }
+        r
+    }
+    let get11: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let cases: [(&[u8], Respond); 11] = [
+        (get11, || with(200, b"hello", &[("x-a", "1"), ("x-b", "2")])),
+        (get11, || with(404, b"", &[])),
+        (b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", || with(200, b"", &[("content-length", "1234")])),
+        (get11, || with(204, b"", &[])),
+        (get11, || with(304, b"", &[("etag", "\"v1\"")])),
+        (b"GET / HTTP/1.0\r\n\r\n", || with(200, b"x", &[])),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", || with(200, b"x", &[])),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", || with(200, b"bye", &[])),
+        (get11, || with(503, b"down", &[("connection", "close")])),
+        (get11, || {
+            let mut r = with(418, b"", &[]);
+            r.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"Short and stout"));
+            r
+        }),
+        (get11, || with(200, b"dated", &[("date", "Tue, 01 Jan 2030 00:00:00 GMT")])),
+    ];
+    for (request, respond) in cases {
+        let theirs = wire(request, respond, true).await;
+        let ours = wire(request, respond, false).await;
+        assert!(theirs.starts_with("HTTP/1."), "hyper answered nothing to {:?}", String::from_utf8_lossy(request));
+        assert_eq!(
+            normalized(&ours),
+            normalized(&theirs),
+            "for {:?}:\nours:   {ours:?}\nhyper's: {theirs:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
