@@ -8,7 +8,7 @@
 
 pub mod tls;
 
-mod h1;
+pub mod h1;
 mod lent;
 
 use std::future::Future;

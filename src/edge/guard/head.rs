@@ -169,8 +169,10 @@ pub(super) fn judge_head(
         )));
     }
     let origin_form = target.starts_with('/');
-    let absolute_form = target.len() > 8
-        && (target[..7].eq_ignore_ascii_case("http://") || target[..8].eq_ignore_ascii_case("https://"));
+    // Compared as bytes: the target may hold non-ASCII bytes, and a `str` slice at 7 or 8 could
+    // fall inside a character (a panic on client input; found by the `h1_server` fuzz target).
+    let starts = |scheme: &[u8]| target.as_bytes().get(..scheme.len()).is_some_and(|p| p.eq_ignore_ascii_case(scheme));
+    let absolute_form = target.len() > 8 && (starts(b"http://") || starts(b"https://"));
     if !(origin_form || absolute_form || (target == "*" && method == "OPTIONS")) {
         return Err(Box::new(bad("the request target must be an absolute path")));
     }

@@ -24,6 +24,15 @@ fn status(head: &str) -> Result<State, u16> {
     }
 }
 
+/// Non-ASCII bytes in the target where the absolute-form check looks (bytes 7 and 8): judged,
+/// not a panic (a fuzz finding). `http` refuses such a target later, with 400.
+#[test]
+fn a_target_with_non_ascii_bytes_is_judged_without_a_panic() {
+    assert_eq!(status("GET /EEEEE\u{130}EEEE HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(State::Head));
+    assert_eq!(status("GET /EEEEEE\u{130}EEEE HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(State::Head));
+    assert_eq!(status("GET http:/\u{130}x HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+}
+
 #[test]
 fn framing_verdicts() {
     assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(State::Head));
