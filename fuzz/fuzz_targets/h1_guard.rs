@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         // Every request the guard hands over counts as answered: a refusal is never held back
         // waiting for responses that this harness will not write.
         shared.in_flight.fetch_add(1 << 20, std::sync::atomic::Ordering::AcqRel);
-        shared.in_flight.fetch_sub(1 << 20, std::sync::atomic::Ordering::AcqRel);
+        shared.in_flight.finish_at(1 << 20, std::sync::atomic::Ordering::AcqRel, std::time::Instant::now());
         let mut guard = H1Guard::new(server, limits(), shared, None, false);
         // In pieces: the guard must judge the same bytes the same way however they arrive.
         let piece = usize::from(mode % 7) * 3 + 1;
