@@ -10,6 +10,7 @@ pub mod compress;
 pub mod config;
 pub mod edge;
 pub mod expr;
+pub mod framing;
 pub mod hashing;
 pub mod hop;
 pub mod identity;

@@ -9,50 +9,19 @@
 //!   as a lone `chunked`, and no head on a `Transfer_Encoding`-style spelling.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use gatehouse::edge::guard::{ConnShared, GuardLimits, H1Guard};
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime")
-    })
-}
-
-fn limits() -> GuardLimits {
-    GuardLimits {
-        header_bytes: 2048,
-        headers: 32,
-        uri_bytes: 512,
-        body_bytes: 4096,
-        header_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-        body_timeout: Duration::from_secs(20),
-        body_min_rate: 500,
-    }
-}
+use common::{fed_guard, runtime};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     runtime().block_on(async {
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let shared = Arc::new(ConnShared::default());
-        // Every request the guard hands over counts as answered: a refusal is never held back
-        // waiting for responses that this harness will not write.
-        shared.in_flight.fetch_add(1 << 20, std::sync::atomic::Ordering::AcqRel);
-        shared.in_flight.finish_at(1 << 20, std::sync::atomic::Ordering::AcqRel, std::time::Instant::now());
-        let mut guard = H1Guard::new(server, limits(), shared, None, false);
-        // In pieces: the guard must judge the same bytes the same way however they arrive.
-        let piece = usize::from(mode % 7) * 3 + 1;
-        for c in input.chunks(piece) {
-            client.write_all(c).await.expect("duplex write");
-        }
-        client.shutdown().await.expect("shutdown");
+        let mut guard = fed_guard(mode, input).await;
         let mut released = Vec::new();
         let mut buf = [0u8; 4096];
         for _ in 0..10_000 {

@@ -5,54 +5,25 @@
 //! must describe the same request as an independent strict parse of its bytes (httparse):
 //! method, target, version and every header field, in order per name. Checked too: nothing
 //! panics and the connection always ends (time is paused, so deadlines pass at once). A head
-//! that `http` refuses (`request` gives `None`, answered 400) is allowed, but only when the
+//! that `http` refuses (`request` gives an error, answered 400) is allowed, but only when the
 //! independent parse shows a target or method `http` cannot represent.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tokio::io::AsyncWriteExt;
 
-use gatehouse::edge::guard::{ConnShared, GuardLimits, H1Guard, Wake};
+use common::{fed_guard, runtime};
+use gatehouse::edge::guard::Wake;
 use gatehouse::listener::h1::request;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime")
-    })
-}
-
-fn limits() -> GuardLimits {
-    GuardLimits {
-        header_bytes: 2048,
-        headers: 32,
-        uri_bytes: 512,
-        body_bytes: 4096,
-        header_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-        body_timeout: Duration::from_secs(20),
-        body_min_rate: 500,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else { return };
     runtime().block_on(async {
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let shared = Arc::new(ConnShared::default());
-        // Every request taken counts as answered, so a refusal after it is not held back.
-        shared.in_flight.fetch_add(1 << 20, std::sync::atomic::Ordering::AcqRel);
-        shared.in_flight.finish_at(1 << 20, std::sync::atomic::Ordering::AcqRel, std::time::Instant::now());
-        let mut guard = H1Guard::new(server, limits(), shared, None, false);
+        let mut guard = fed_guard(mode, input).await;
         guard.set_parking(true);
-        let piece = usize::from(mode % 7) * 3 + 1;
-        for c in input.chunks(piece) {
-            client.write_all(c).await.expect("duplex write");
-        }
-        client.shutdown().await.expect("shutdown");
         for _ in 0..10_000 {
             let woken = tokio::time::timeout(Duration::from_secs(120), std::future::poll_fn(|cx| guard.poll_wake(cx))).await;
             match woken {
@@ -68,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     });
 });
 
-fn check(head: &[u8], built: Option<http::Request<gatehouse::body::ClientBody>>) {
+fn check(head: &[u8], built: Result<http::Request<gatehouse::body::ClientBody>, &'static str>) {
     let mut storage = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut storage);
     match parsed.parse(head) {
@@ -77,7 +48,7 @@ fn check(head: &[u8], built: Option<http::Request<gatehouse::body::ClientBody>>)
     }
     let method = parsed.method.unwrap_or_default();
     let target = parsed.path.unwrap_or_default();
-    let Some(req) = built else {
+    let Ok(req) = built else {
         let representable =
             http::Method::from_bytes(method.as_bytes()).is_ok() && target.parse::<http::Uri>().is_ok();
         assert!(!representable, "a head `http` can represent was refused: {:?}", String::from_utf8_lossy(head));

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -40,12 +40,14 @@ pub enum Next {
 }
 
 /// The request a judged head describes (the guard validated its syntax and framing), sharing
-/// the head's bytes. `None` if `http` rejects a part the guard let through. `spare` is the
-/// last response's header map, emptied, reused (as hyper does) to save its allocations.
-pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Option<Request<ClientBody>> {
-    let part = |(start, end): (u32, u32)| head.get(start as usize..end as usize);
-    let method = Method::from_bytes(part(f.method)?).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice(f.target.0 as usize..f.target.1 as usize)).ok()?;
+/// the head's bytes. An error names the part `http` rejects although the guard let it through
+/// (a target with bytes a URI cannot hold); it is answered with 400. `spare` is the last
+/// response's header map, emptied, reused (as hyper does) to save its allocations.
+pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Result<Request<ClientBody>, &'static str> {
+    let part = |(start, end): (u32, u32)| head.get(start as usize..end as usize).unwrap_or_default();
+    let method = Method::from_bytes(part(f.method)).map_err(|_| "invalid method")?;
+    let target = head.slice(f.target.0 as usize..f.target.1 as usize);
+    let uri = Uri::from_maybe_shared(target).map_err(|_| "the request target is not a valid URI")?;
     let mut headers = match spare {
         Some(mut map) => {
             map.reserve(f.fields.len());
@@ -54,8 +56,9 @@ pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Option
         None => HeaderMap::with_capacity(f.fields.len()),
     };
     for &[ns, ne, vs, ve] in &f.fields {
-        let name = HeaderName::from_bytes(part((ns, ne))?).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).ok()?;
+        let name = HeaderName::from_bytes(part((ns, ne))).map_err(|_| "invalid header name")?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).map_err(|_| "invalid header value")?;
         headers.append(name, value);
     }
     let mut req = Request::new(ClientBody::Empty);
@@ -63,7 +66,7 @@ pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Option
     *req.uri_mut() = uri;
     *req.version_mut() = if f.http11 { Version::HTTP_11 } else { Version::HTTP_10 };
     *req.headers_mut() = headers;
-    Some(req)
+    Ok(req)
 }
 
 /// Answers one request whose handler future is in `slot`: waits for the response (the client
@@ -87,30 +90,22 @@ where
     F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
 {
     let mut watching = true;
-    let answered = poll_fn(|cx| {
+    let mut response = poll_fn(|cx| {
         if let Some(handler) = slot.as_mut().as_pin_mut() {
             if let Poll::Ready(Ok(response)) = handler.poll(cx) {
                 return Poll::Ready(Some(response));
             }
         }
-        if watching {
-            match io.poll_gone(cx) {
-                Poll::Ready(true) => return Poll::Ready(None),
-                Poll::Ready(false) => watching = false,
-                Poll::Pending => {}
-            }
+        if client_gone(io, &mut watching, cx) {
+            return Poll::Ready(None);
         }
         Poll::Pending
     })
     .await;
     // Dropping the handler here cancels its work if the client has gone.
     slot.set(None);
-    if answered.is_none() {
-        return Next::Close;
-    }
     // The response stays where it is until it is dropped in place (see `send_body`): it is
     // large (the body carries the request's log record), and each move is a copy.
-    let mut response = answered;
     let Some(r) = response.as_mut() else {
         return Next::Close;
     };
@@ -135,6 +130,26 @@ where
     match (sent, flushed) {
         (Ok(true), Ok(())) if keep_alive => Next::KeepAlive,
         _ => Next::Close,
+    }
+}
+
+/// The abort watch while an answer is pending: true once the client has gone. `watching` turns
+/// false for good when the guard has judged more bytes (a pipelined request waits its turn).
+fn client_gone<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut H1Guard<S>,
+    watching: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !*watching {
+        return false;
+    }
+    match io.poll_gone(cx) {
+        Poll::Ready(true) => true,
+        Poll::Ready(false) => {
+            *watching = false;
+            false
+        }
+        Poll::Pending => false,
     }
 }
 
@@ -167,12 +182,8 @@ async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
             if let Poll::Ready(frame) = Pin::new(r.body_mut()).poll_frame(cx) {
                 return Poll::Ready(Some(frame));
             }
-            if watching {
-                match io.poll_gone(cx) {
-                    Poll::Ready(true) => return Poll::Ready(None),
-                    Poll::Ready(false) => watching = false,
-                    Poll::Pending => {}
-                }
+            if client_gone(io, &mut watching, cx) {
+                return Poll::Ready(None);
             }
             Poll::Pending
         })
@@ -238,7 +249,7 @@ async fn write_data<S: AsyncWrite + Unpin>(
     end: bool,
 ) -> io::Result<()> {
     if framing == Framing::Chunked {
-        let (prefix, len) = encode::chunk_prefix(data.len());
+        let (prefix, len) = crate::framing::chunk_size_line(data.len());
         let suffix: &[u8] = if end { b"\r\n0\r\n\r\n" } else { b"\r\n" };
         let mut parts = [IoSlice::new(head), IoSlice::new(&prefix[..len]), IoSlice::new(&data), IoSlice::new(suffix)];
         write_all(io, &mut parts).await

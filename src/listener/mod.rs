@@ -269,13 +269,12 @@ where
         }
         if let Some((head, fields)) = io.take_plain_head() {
             let keep_alive = fields.keeps_alive();
-            let Some(req) = h1::request(&head, fields, spare.take()) else {
-                io.refuse(crate::respond::Problem::edge(
-                    http::StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    "malformed request head",
-                ));
-                continue;
+            let req = match h1::request(&head, fields, spare.take()) {
+                Ok(req) => req,
+                Err(why) => {
+                    io.refuse(crate::respond::Problem::edge(http::StatusCode::BAD_REQUEST, "bad-request", why));
+                    continue;
+                }
             };
             let method = req.method().clone();
             let http10 = req.version() == http::Version::HTTP_10;

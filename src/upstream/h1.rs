@@ -185,8 +185,9 @@ impl Conn {
             Framing::Empty if had_length => out.extend_from_slice(b"content-length: 0\r\n"),
             Framing::Empty => {}
             Framing::Length { left } => {
-                use std::io::Write;
-                let _ = write!(out, "content-length: {left}\r\n");
+                out.extend_from_slice(b"content-length: ");
+                crate::framing::push_decimal(left, out);
+                out.extend_from_slice(b"\r\n");
             }
             Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
@@ -286,8 +287,8 @@ impl Conn {
                 *left -= n;
             }
             Framing::Chunked => {
-                use std::io::Write;
-                let _ = write!(self.out, "{:x}\r\n", data.len());
+                let (line, len) = crate::framing::chunk_size_line(data.len());
+                self.out.extend_from_slice(&line[..len]);
                 up.suffix = b"\r\n";
             }
             Framing::Empty => return Ok(()),
@@ -477,10 +478,7 @@ impl ResponseFraming {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == header::CONTENT_LENGTH {
             for v in value.split(|&c| c == b',') {
-                let v = v.trim_ascii();
-                let n = (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
-                    .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
-                match (n, self.length) {
+                match (crate::framing::content_length(v), self.length) {
                     (Some(n), None) => self.length = Some(n),
                     (Some(n), Some(m)) if n == m => {}
                     _ => self.length_invalid = true,

@@ -113,3 +113,28 @@ async fn a_client_hang_up_cancels_the_backend_call() {
         .expect("eof");
     backend.abort();
 }
+
+/// A head the guard judged sound but whose target `http` cannot hold (a raw `<`, which a URI
+/// path must percent-encode):
+/// an edge-layer problem+json 400 that names the target, in the access log too, the connection
+/// closed, and nothing reaches the backend. (hyper answered a bare 400.)
+#[tokio::test]
+async fn a_target_no_uri_can_hold_is_an_edge_400_naming_it() {
+    let b = backend().await;
+    let gw = gateway(&simple_config(b.addr, "", "")).await;
+    let (answers, closed, _) = crate::framing::one_shot(gw.addr, b"GET /api/a<b HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(closed, "the connection stayed open after a refused head");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let problem = answers[0].check_problem(&[400]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("request target")), "{problem}");
+    crate::framing::settle().await;
+    assert_eq!(b.count(), 0);
+    let logged = gw
+        .log_lines()
+        .await
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["status"] == 400 && v["layer"] == "edge")
+        .count();
+    assert_eq!(logged, 1, "{:?}", gw.log_lines().await);
+}

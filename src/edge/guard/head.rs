@@ -212,7 +212,8 @@ pub(super) fn judge_head(
         match name.len() {
             14 if name.eq_ignore_ascii_case("content-length") => {
                 cl_count += 1;
-                content_length = Some(parse_content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
+                content_length =
+                    Some(crate::framing::content_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?);
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 te_count += 1;
@@ -300,15 +301,6 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|c| *c != b' ' && *c != b'\t').unwrap_or(v.len());
     let end = v.iter().rposition(|c| *c != b' ' && *c != b'\t').map_or(start, |p| p + 1);
     &v[start..end.max(start)]
-}
-
-/// RFC 9110 §8.6: `1*DIGIT`, nothing else (no sign, no list, no whitespace inside).
-fn parse_content_length(v: &[u8]) -> Option<u64> {
-    let v = trim_ows(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// A Host is a reg-name or IP literal with an optional port; anything else (userinfo, spaces,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
+use crate::framing;
+
 /// How the body after a head is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -75,7 +77,7 @@ pub fn head(
                 if no_content || length.is_some() {
                     continue;
                 }
-                let parsed = parse_length(value.as_bytes());
+                let parsed = framing::content_length(value.as_bytes());
                 let keep = match body {
                     _ if head_request => parsed.is_some(),
                     BodyLen::Unknown => parsed.is_some(),
@@ -158,54 +160,8 @@ fn status_line(status: StatusCode, reason: Option<&[u8]>, http10: bool, out: &mu
 
 fn length_line(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"content-length: ");
-    decimal(n, out);
+    framing::push_decimal(n, out);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A Content-Length value: ASCII digits only (RFC 9110 §8.6), no sign, no list.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// A chunk-size line for `n` data bytes: hex digits and CRLF.
-pub fn chunk_prefix(n: usize) -> ([u8; 18], usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 18];
-    let mut digits = [0u8; 16];
-    let mut len = 0;
-    let mut v = n;
-    loop {
-        digits[len] = HEX[v & 0xf];
-        len += 1;
-        v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        buf[i] = digits[len - 1 - i];
-    }
-    buf[len] = b'\r';
-    buf[len + 1] = b'\n';
-    (buf, len + 2)
 }
 
 /// The `Date` value of the current second, formatted once per second per thread.
@@ -362,14 +318,6 @@ mod tests {
             assert!(text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"), "{text}");
             assert!(!text.contains("upgrade") && text.contains("connection: close"), "{text}");
             assert_eq!((framing, ka), (Framing::Empty, false));
-        }
-    }
-
-    #[test]
-    fn chunk_prefixes_are_hex() {
-        for (n, want) in [(0usize, "0\r\n"), (10, "a\r\n"), (4096, "1000\r\n"), (usize::MAX, "ffffffffffffffff\r\n")] {
-            let (buf, len) = chunk_prefix(n);
-            assert_eq!(&buf[..len], want.as_bytes());
         }
     }
 }
