@@ -70,12 +70,16 @@ struct Trace {
     on_sent: Vec<crate::policy::SentHook>,
 }
 
-/// The hyper service.
-pub async fn handle(
+/// The service of every client connection (the own HTTP/1 server's and hyper's).
+///
+/// A plain function around an `async` block: what is read of the request before it is routed
+/// is read before the future exists, which then holds the request once (an `async fn` keeps a
+/// `mut` argument twice, and every move of the future copies both).
+pub fn handle(
     active: Arc<Active>,
     conn: Arc<ConnInfo>,
     mut req: Request<ClientBody>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
     let started = Instant::now();
     let snap = &active.snapshot;
     let peer_trusted = snap.edge.trusted.contains(conn.peer.ip());
@@ -142,69 +146,72 @@ pub async fn handle(
 
     // What the client accepts, read before `serve` consumes the request; only when configured.
     let accept = snap.compression.any().then(|| compress::Accept::of(req.method(), req.headers()));
-    let mut trace = Trace::default();
-    let mut resp = match serve(&active, &conn, req, &request_id, peer_trusted, &mut trace).await {
-        Ok(r) => r,
-        Err(problem) => {
-            trace.layer = Some(problem.layer);
-            if problem.policy.is_some() {
-                trace.policy = problem.policy;
+    async move {
+        let snap = &active.snapshot;
+        let mut trace = Trace::default();
+        let mut resp = match serve(&active, &conn, req, &request_id, peer_trusted, &mut trace).await {
+            Ok(r) => r,
+            Err(problem) => {
+                trace.layer = Some(problem.layer);
+                if problem.policy.is_some() {
+                    trace.policy = problem.policy;
+                }
+                problem.into_response(request_id.to_str().unwrap_or("-"))
             }
-            problem.into_response(request_id.to_str().unwrap_or("-"))
+        };
+        resp.headers_mut().insert(edge::X_REQUEST_ID, request_id.clone());
+        if trace.route.as_ref().is_some_and(|r| r.api.server_timing) {
+            let edge = trace.edge_done.unwrap_or(started).duration_since(started);
+            let policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
+            resp.headers_mut().insert(SERVER_TIMING, server_timing::header_value(edge, policy, trace.time_backend));
         }
-    };
-    resp.headers_mut().insert(edge::X_REQUEST_ID, request_id.clone());
-    if trace.route.as_ref().is_some_and(|r| r.api.server_timing) {
-        let edge = trace.edge_done.unwrap_or(started).duration_since(started);
-        let policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
-        resp.headers_mut().insert(SERVER_TIMING, server_timing::header_value(edge, policy, trace.time_backend));
-    }
-    if let Some(accept) = accept {
-        compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
-    }
+        if let Some(accept) = accept {
+            compress::apply(&snap.compression, trace.route.as_deref().map(|r| r.api.name.as_str()), accept, &mut resp);
+        }
 
-    let time_edge = match trace.edge_done {
-        Some(t) if active.access_log.is_some() || active.observe.active() => t.duration_since(started),
-        _ => Duration::ZERO,
-    };
-    if let Some(record) = tail.finish_log() {
-        record.status = resp.status().as_u16();
-        record.head.pick_headers(true, &active.log_response_headers, resp.headers());
-        // The gateway's names and timings only for a format that prints them (`common` and
-        // `combined` do not): each name is a reference count taken now and dropped with the
-        // record.
-        if active.access_log.as_ref().is_some_and(|l| l.needs().gateway) {
-            record.route = trace.route.clone();
-            record.product = trace.caller.as_ref().and_then(|c| c.product.clone());
-            record.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
-            record.backend = trace.backend.clone();
-            record.layer = trace.layer.map(Layer::as_str);
-            record.policy = trace.policy;
-            record.upstream_status = trace.upstream_status;
-            record.time_edge = time_edge;
-            record.time_policy = trace.time_policy;
-            record.time_backend = trace.time_backend;
+        let time_edge = match trace.edge_done {
+            Some(t) if active.access_log.is_some() || active.observe.active() => t.duration_since(started),
+            _ => Duration::ZERO,
+        };
+        if let Some(record) = tail.finish_log() {
+            record.status = resp.status().as_u16();
+            record.head.pick_headers(true, &active.log_response_headers, resp.headers());
+            // The gateway's names and timings only for a format that prints them (`common` and
+            // `combined` do not): each name is a reference count taken now and dropped with the
+            // record.
+            if active.access_log.as_ref().is_some_and(|l| l.needs().gateway) {
+                record.route = trace.route.clone();
+                record.product = trace.caller.as_ref().and_then(|c| c.product.clone());
+                record.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
+                record.backend = trace.backend.clone();
+                record.layer = trace.layer.map(Layer::as_str);
+                record.policy = trace.policy;
+                record.upstream_status = trace.upstream_status;
+                record.time_edge = time_edge;
+                record.time_policy = trace.time_policy;
+                record.time_backend = trace.time_backend;
+            }
         }
+        // Filled in place, in the tail's one allocation, like the record.
+        if let Some(facts) = active.observe.finish(&mut tail, started, span) {
+            facts.backend = trace.backend.clone();
+            facts.product = trace.caller.as_ref().and_then(|c| c.product.clone());
+            facts.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
+            facts.route = trace.route;
+            facts.status = resp.status().as_u16();
+            facts.layer = trace.layer;
+            facts.policy = trace.policy;
+            facts.upstream_status = trace.upstream_status;
+            facts.time_edge = time_edge;
+            facts.time_policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
+            facts.time_backend = trace.time_backend;
+        }
+        if !trace.on_sent.is_empty() {
+            tail.on_sent(resp.status().as_u16(), std::mem::take(&mut trace.on_sent));
+        }
+        resp.body_mut().set_tail(tail);
+        Ok(resp)
     }
-    // Filled in place, in the tail's one allocation, like the record.
-    if let Some(facts) = active.observe.finish(&mut tail, started, span) {
-        facts.backend = trace.backend.clone();
-        facts.product = trace.caller.as_ref().and_then(|c| c.product.clone());
-        facts.subscription = trace.caller.as_ref().map(|c| c.subscription_name.clone());
-        facts.route = trace.route;
-        facts.status = resp.status().as_u16();
-        facts.layer = trace.layer;
-        facts.policy = trace.policy;
-        facts.upstream_status = trace.upstream_status;
-        facts.time_edge = time_edge;
-        facts.time_policy = (!trace.time_policy.is_zero()).then_some(trace.time_policy);
-        facts.time_backend = trace.time_backend;
-    }
-    if !trace.on_sent.is_empty() {
-        tail.on_sent(resp.status().as_u16(), std::mem::take(&mut trace.on_sent));
-    }
-    resp.body_mut().set_tail(tail);
-    Ok(resp)
 }
 
 /// The Host header, or the :authority of an HTTP/2 request.
@@ -215,39 +222,96 @@ fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
     }
 }
 
-async fn serve(
-    active: &Active,
-    conn: &ConnInfo,
-    mut req: Request<ClientBody>,
-    request_id: &HeaderValue,
+/// Routes the request and sends it on. A plain function: a route without policies gets the
+/// backend call's future itself, so its request carries no routing state across the call; a
+/// route with policies gets an `async` block that awaits its sections and the call.
+fn serve<'a>(
+    active: &'a Active,
+    conn: &'a ConnInfo,
+    req: Request<ClientBody>,
+    request_id: &'a HeaderValue,
     peer_trusted: bool,
-    trace: &mut Trace,
-) -> Result<Response<ResponseBody>, Problem> {
+    trace: &'a mut Trace,
+) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a {
+    use futures_util::future::Either;
+    let Routed { route, params, uri, normalized, call } = match route_request(active, req, trace) {
+        Ok(routed) => routed,
+        Err(problem) => return Either::Left(Either::Left(std::future::ready(Err(*problem)))),
+    };
+    if route.chain.is_empty() {
+        let path = normalized.as_deref().unwrap_or(uri.path());
+        // No policies: the backend call starts from the reading that ended routing.
+        let call = Call { at: trace.edge_done, ..call };
+        return Either::Left(Either::Right(forward(active, conn, &route, path, call, request_id, peer_trusted, trace)));
+    }
+    Either::Right(async move {
+        let path = normalized.as_deref().unwrap_or(uri.path());
+        if !route.chain.is_inbound_only() {
+            // Boxed: the pipeline's state (policy futures, the backend call's) would otherwise
+            // make every request's future larger. The exchange lives in a box of its own, reused
+            // (`policy::Held`).
+            return pipeline_boxed(active, conn, route, params, path, call, request_id, peer_trusted, trace).await;
+        }
+        // Inbound policies only (keys, tokens, limits, headers: the common case) run here rather
+        // than in the boxed pipeline: their section's future is small, and their backend call is
+        // the very await a plain route's is. The exchange is the pipeline's, in its reused box,
+        // kept for the response.
+        let Call { parts, body, raw_host, upgrade, .. } = call;
+        // Policy time runs from the end of routing to the end of the section, whose clock read
+        // also starts the backend call (one read per boundary, not two).
+        let t = trace.edge_done.unwrap_or_else(Instant::now);
+        let mut x =
+            pipeline::exchange_for(active, conn, &route, params, path, parts, body, request_id, peer_trusted, t);
+        let flow = run_section(&mut x, Stage::Inbound, &route.chain.inbound).await;
+        let end = Instant::now();
+        trace.time_policy = end.saturating_duration_since(t);
+        let call = match pipeline::inbound_only(&mut x, flow, &route.chain, raw_host, upgrade, trace) {
+            pipeline::AfterInbound::Call(call) => Call { at: Some(end), ..call },
+            pipeline::AfterInbound::Answered(response) => return Ok(response),
+        };
+        let sent = forward(active, conn, &route, path, call, request_id, peer_trusted, trace).await;
+        Ok(pipeline::inbound_only_response(&mut x, sent, trace))
+    })
+}
+
+/// A routed request, ready for its policies and its backend call.
+struct Routed {
+    route: Arc<Route>,
+    params: crate::route::Params,
+    /// The request's URI, whose path is the normalised one unless `normalized` holds another.
+    uri: http::Uri,
+    normalized: Option<String>,
+    call: Call,
+}
+
+/// Edge checks left for HTTP/2, the path normalised, the route found: the request becomes the
+/// call its route sends.
+fn route_request(active: &Active, mut req: Request<ClientBody>, trace: &mut Trace) -> Result<Routed, Box<Problem>> {
     let snap = &active.snapshot;
     let limits = &snap.edge.limits;
 
     // Edge: limits that HTTP/2 requests have not met in the guard, then the path.
     if req.version() == Version::HTTP_2 {
         if req.headers().len() > limits.headers {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "too-many-headers",
                 "more headers than edge.limits.headers",
-            ));
+            )));
         }
         if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > limits.uri_bytes {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::URI_TOO_LONG,
                 "uri-too-long",
                 "the request target is longer than edge.limits.uri_bytes",
-            ));
+            )));
         }
         if req.method() == http::Method::CONNECT {
-            return Err(Problem::edge(
+            return Err(Box::new(Problem::edge(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "CONNECT is not served: this is a reverse proxy",
-            ));
+            )));
         }
         // HTTP/1 declared lengths were judged by the guard already; streamed bodies of both
         // versions are bounded by `UpstreamBody`.
@@ -255,18 +319,18 @@ async fn serve(
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
         {
             if len > limits.body_bytes {
-                return Err(Problem::edge(
+                return Err(Box::new(Problem::edge(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body-too-large",
                     "the request body exceeds edge.limits.body_bytes",
-                ));
+                )));
             }
         }
     }
     // A cheap clone (shared bytes) so the normalised path can borrow from it past `into_parts`.
     let uri = req.uri().clone();
     let path = edge::normalize::normalize_path(uri.path())
-        .map_err(|why| Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why))?;
+        .map_err(|why| Box::new(Problem::edge(StatusCode::BAD_REQUEST, "bad-path", why)))?;
     let raw_host = host_of(&req);
     let host = raw_host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
 
@@ -279,13 +343,13 @@ async fn serve(
                 "method-not-allowed",
                 format!("{} is not allowed here", req.method()),
             );
-            return Err(match HeaderValue::from_str(&allow) {
+            return Err(Box::new(match HeaderValue::from_str(&allow) {
                 Ok(v) => p.with_header(header::ALLOW, v),
                 Err(_) => p,
-            });
+            }));
         }
         Lookup::NotFound => {
-            return Err(Problem::edge(StatusCode::NOT_FOUND, "no-route", "no API matches this host and path"))
+            return Err(Box::new(Problem::edge(StatusCode::NOT_FOUND, "no-route", "no API matches this host and path")))
         }
     };
     trace.route = Some(route.clone());
@@ -314,42 +378,16 @@ async fn serve(
         upgrade: client_upgrade,
         at: None,
     };
-    // Inbound policies only (keys, tokens, limits, headers: the common case) run here rather
-    // than in the boxed pipeline: their section's future is small, and their backend call is
-    // the very await a plain route's is (one place in this future's state, not two). The
-    // exchange is the pipeline's, in its reused box, kept for the response.
-    let mut held = None;
-    let call = if route.chain.is_empty() {
-        call
-    } else if !route.chain.is_inbound_only() {
-        // Boxed: the pipeline's state (policy futures, the backend call's) would otherwise make
-        // every request's future larger, and hyper moves that future into place for plain
-        // routes too. The exchange lives in a box of its own, reused (`policy::Held`).
-        return pipeline_boxed(active, conn, route, params, &path, call, request_id, peer_trusted, trace).await;
-    } else {
-        let Call { parts, body, raw_host, upgrade, .. } = call;
-        // Policy time runs from the end of routing to the end of the section, whose clock read
-        // also starts the backend call (one read per boundary, not two).
-        let t = trace.edge_done.unwrap_or_else(Instant::now);
-        let mut x =
-            pipeline::exchange_for(active, conn, &route, params, &path, parts, body, request_id, peer_trusted, t);
-        let flow = run_section(&mut x, Stage::Inbound, &route.chain.inbound).await;
-        let end = Instant::now();
-        trace.time_policy = end.saturating_duration_since(t);
-        match pipeline::inbound_only(&mut x, flow, &route.chain, raw_host, upgrade, trace) {
-            pipeline::AfterInbound::Call(mut call) => {
-                call.at = Some(end);
-                held = Some(x);
-                call
-            }
-            pipeline::AfterInbound::Answered(response) => return Ok(response),
-        }
-    };
-    let sent = forward(active, conn, &route, &path, call, request_id, peer_trusted, trace).await;
-    match held {
-        None => sent,
-        Some(mut x) => Ok(pipeline::inbound_only_response(&mut x, sent, trace)),
-    }
+    Ok(Routed {
+        route,
+        params,
+        normalized: match path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        },
+        uri,
+        call,
+    })
 }
 
 /// A request on its way to the backend.
@@ -383,11 +421,11 @@ fn gateway_bug(detail: &'static str) -> Problem {
 #[allow(clippy::too_many_arguments)]
 fn forward<'a>(
     active: &'a Active,
-    conn: &'a ConnInfo,
-    route: &'a Route,
-    path: &'a str,
+    conn: &ConnInfo,
+    route: &Route,
+    path: &str,
     call: Call,
-    request_id: &'a HeaderValue,
+    request_id: &HeaderValue,
     peer_trusted: bool,
     trace: &'a mut Trace,
 ) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Problem>> + Send + 'a {

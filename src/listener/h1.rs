@@ -69,15 +69,45 @@ pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Result
     Ok(req)
 }
 
-/// Answers one request whose handler future is in `slot`: waits for the response (the client
-/// hanging up drops the handler), writes it, and says whether the connection stays open.
+/// What produces the response to the request being answered: a handler future per request
+/// (`Option<F>`, set to `None` once it has answered), or the listener's handler loop, which
+/// answers request after request in one reused allocation.
+pub trait Respond {
+    /// Polls for the response to the request handed over last.
+    fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>>;
+    /// Drops the work in progress: the client has gone, and with it the reason to finish.
+    fn cancel(self: Pin<&mut Self>);
+}
+
+impl<F> Respond for Option<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    fn poll_response(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
+        let Some(handler) = self.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(Ok(response)) = handler.poll(cx) else {
+            return Poll::Pending;
+        };
+        self.set(None);
+        Poll::Ready(response)
+    }
+
+    fn cancel(mut self: Pin<&mut Self>) {
+        self.set(None);
+    }
+}
+
+/// Answers one request whose response comes from `respond`: waits for it (the client hanging
+/// up cancels the work), writes it, and says whether the connection stays open.
 /// `keep_alive` is what the client and the connection allow; `still_open` is asked again when
 /// the head is written (the listener may have been told to stop meanwhile). The response's
 /// header map is left in `spare`, emptied, for the next request.
 #[allow(clippy::too_many_arguments)]
-pub async fn answer<S, F>(
+pub async fn answer<S, R>(
     io: &mut H1Guard<S>,
-    mut slot: Pin<&mut Option<F>>,
+    mut respond: Pin<&mut R>,
     method: &Method,
     http10: bool,
     keep_alive: bool,
@@ -87,14 +117,12 @@ pub async fn answer<S, F>(
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+    R: Respond + ?Sized,
 {
     let mut watching = true;
     let mut response = poll_fn(|cx| {
-        if let Some(handler) = slot.as_mut().as_pin_mut() {
-            if let Poll::Ready(Ok(response)) = handler.poll(cx) {
-                return Poll::Ready(Some(response));
-            }
+        if let Poll::Ready(response) = respond.as_mut().poll_response(cx) {
+            return Poll::Ready(Some(response));
         }
         if client_gone(io, &mut watching, cx) {
             return Poll::Ready(None);
@@ -102,8 +130,10 @@ where
         Poll::Pending
     })
     .await;
-    // Dropping the handler here cancels its work if the client has gone.
-    slot.set(None);
+    if response.is_none() {
+        // The client has gone: its backend call is dropped with the handler's work.
+        respond.as_mut().cancel();
+    }
     // The response stays where it is until it is dropped in place (see `send_body`): it is
     // large (the body carries the request's log record), and each move is a copy.
     let Some(r) = response.as_mut() else {

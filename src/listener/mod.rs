@@ -10,6 +10,7 @@ pub mod tls;
 
 pub mod h1;
 mod lent;
+mod served;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -206,22 +207,24 @@ where
     drop(active);
     // Each request reads the snapshot that is active when it arrives: keep-alive connections
     // pick up a reload at their next request, in-flight requests finish on the old one.
-    let served = AtomicU64::new(0);
+    let requests = AtomicU64::new(0);
     let goaway = AtomicBool::new(false);
-    let call = |req: Request<ClientBody>| {
+    let count = || {
         // `edge.limits.max_requests_per_connection` (nginx `keepalive_requests`, HAProxy
         // `max-total-streams`) bounds a Rapid Reset paced below hyper's pending-accept reset
         // limit: after the GOAWAY hyper accepts no more streams, so a peer that keeps opening
         // and resetting them is closed with ENHANCE_YOUR_CALM. HTTP/1 closes after the answer.
-        if served.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
+        if requests.fetch_add(1, Ordering::Relaxed) + 1 == max_requests {
             goaway.store(true, Ordering::Relaxed);
         }
-        proxy::handle(gw.active(), info.clone(), req)
     };
-    let svc = service_fn(|req: Request<Incoming>| call(req.map(ClientBody::Hyper)));
-    // The handler of the request being answered by the own HTTP/1 server, and its response
-    // head: allocated when the connection wakes, freed when it parks.
-    let mut slot = None;
+    let svc = service_fn(|req: Request<Incoming>| {
+        count();
+        proxy::handle(gw.active(), info.clone(), req.map(ClientBody::Hyper))
+    });
+    // The own HTTP/1 server's handler loop and its response head: allocated when the
+    // connection wakes, freed when it parks.
+    let mut handler = None;
     let mut out = Vec::new();
     let mut spare = None;
     // The stop signal is polled once, which leaves this task's waker with it (a task's waker
@@ -250,7 +253,7 @@ where
         match wake {
             Ok(Wake::Http1) => {}
             Ok(Wake::Park) => {
-                slot = None;
+                handler = None;
                 out = Vec::new();
                 spare = None;
                 continue;
@@ -278,15 +281,17 @@ where
             };
             let method = req.method().clone();
             let http10 = req.version() == http::Version::HTTP_10;
-            let handler = call(req);
-            let slot = slot.get_or_insert_with(|| Box::pin(None));
-            slot.set(Some(handler));
+            count();
+            let served = handler.get_or_insert_with(|| served::served(gw.clone(), info.clone()));
+            served.hand_over(req);
             let still_open = || !stop.is_cancelled() && !goaway.load(Ordering::Relaxed);
-            match h1::answer(&mut io, slot.as_mut(), &method, http10, keep_alive, still_open, &mut out, &mut spare)
+            match h1::answer(&mut io, Pin::new(served), &method, http10, keep_alive, still_open, &mut out, &mut spare)
                 .await
             {
                 h1::Next::KeepAlive => continue,
                 h1::Next::Close => {
+                    // Whatever the handler still holds goes before the wait for the shutdown.
+                    drop(handler.take());
                     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
                     return;
                 }
@@ -294,7 +299,7 @@ where
         }
         // A request with a body, or an upgrade: hyper serves the connection until it parks (and
         // comes back parked, so this is the moment to free what the own server holds).
-        slot = None;
+        handler = None;
         out = Vec::new();
         spare = None;
         let (lent, mut back) = Lent::new(io);

@@ -444,7 +444,14 @@ impl Backend {
 
     /// Sends the request to a server, retrying idempotent body-less requests on another server
     /// when a connection fails or a configured status comes back, within the retry budget.
-    pub async fn forward(&self, out: Outbound) -> Result<Answer, UpstreamError> {
+    ///
+    /// A plain function around an `async` block: the call is taken apart before the future
+    /// exists, so the future holds each part once (an `async fn` keeps its argument besides
+    /// the parts, and every move of the future copies both).
+    pub fn forward(
+        &self,
+        out: Outbound,
+    ) -> impl std::future::Future<Output = Result<Answer, UpstreamError>> + Send + '_ {
         let Outbound { parts, added, body, rest, hash_key, at: started } = out;
         let parts_method = parts.method;
         let started_ms = self.registry.ms_at(started);
@@ -455,95 +462,99 @@ impl Backend {
         let may_retry = retryable && self.spec.retry.attempts > 1 && self.servers.len() > 1;
         let mut headers = Some(parts.headers);
         let mut body = Some(body);
-        // Servers already tried by this request; `retry.attempts` is at most 10 (checked when
-        // the config compiles), so a fixed array avoids an allocation per request.
-        let mut tried = [0usize; 10];
-        let mut tried_len = 0usize;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            // The clock read above serves the first attempt; a retry reads it again.
-            let view = View(self, if attempt == 1 { started_ms } else { self.registry.now_ms() });
-            let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried[..tried_len]) else {
-                return Err(UpstreamError::NoHealthyServer);
-            };
-            if tried_len < tried.len() {
-                tried[tried_len] = i;
-                tried_len += 1;
-            }
-            let server = &self.spec.servers[i];
-            let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
-            *req.method_mut() = parts_method.clone();
-            *req.uri_mut() =
-                self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
-            *req.headers_mut() = match (&headers, may_retry) {
-                (Some(h), true) => h.clone(),
-                _ => headers.take().unwrap_or_default(),
-            };
-            *req.version_mut() = http::Version::HTTP_11;
-            if !self.spec.preserve_host || self.spec.protocol == Protocol::Http2 {
-                req.headers_mut().remove(http::header::HOST);
-            }
-            if self.spec.protocol == Protocol::Http1 && !req.headers().contains_key(http::header::HOST) {
-                if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, v);
+        async move {
+            // Servers already tried by this request; `retry.attempts` is at most 10 (checked when
+            // the config compiles), so a fixed array avoids an allocation per request.
+            let mut tried = [0usize; 10];
+            let mut tried_len = 0usize;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                // The clock read above serves the first attempt; a retry reads it again.
+                let view = View(self, if attempt == 1 { started_ms } else { self.registry.now_ms() });
+                let Some(i) = self.picker.pick(&self.spec.balance, &view, hash_key.as_deref(), &tried[..tried_len])
+                else {
+                    return Err(UpstreamError::NoHealthyServer);
+                };
+                if tried_len < tried.len() {
+                    tried[tried_len] = i;
+                    tried_len += 1;
                 }
-            }
-            let state = &self.servers[i];
-            state.active.fetch_add(1, Ordering::Relaxed);
-            // The first attempt uses the request's clock read; a retry reads the clock again.
-            let now = if attempt == 1 { started } else { Instant::now() };
-            let sent = tokio::time::timeout_at(
-                deadline(now, self.spec.response_timeout),
-                self.pool.send(i, server, req, &added, now),
-            )
-            .await;
-            state.active.fetch_sub(1, Ordering::Relaxed);
-            let can_retry = |this: &Self| {
-                retryable
-                    && attempt < this.spec.retry.attempts
-                    && tried_len < this.servers.len()
-                    && this.budget.try_retry(now_s, &this.spec.retry)
-            };
-            match sent {
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    if self.spec.retry.on_status.contains(&status) && can_retry(self) {
+                let server = &self.spec.servers[i];
+                // The first attempt uses the request's clock read; a retry reads the clock again.
+                let now = if attempt == 1 { started } else { Instant::now() };
+                // The request is made in this block, so it is not part of the future's state while
+                // the send is awaited (the send holds it).
+                let sending = {
+                    let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
+                    *req.method_mut() = parts_method.clone();
+                    *req.uri_mut() =
+                        self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
+                    *req.headers_mut() = match (&headers, may_retry) {
+                        (Some(h), true) => h.clone(),
+                        _ => headers.take().unwrap_or_default(),
+                    };
+                    *req.version_mut() = http::Version::HTTP_11;
+                    if !self.spec.preserve_host || self.spec.protocol == Protocol::Http2 {
+                        req.headers_mut().remove(http::header::HOST);
+                    }
+                    if self.spec.protocol == Protocol::Http1 && !req.headers().contains_key(http::header::HOST) {
+                        if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
+                            req.headers_mut().insert(http::header::HOST, v);
+                        }
+                    }
+                    self.pool.send(i, server, req, &added, now, deadline(now, self.spec.response_timeout))
+                };
+                let state = &self.servers[i];
+                state.active.fetch_add(1, Ordering::Relaxed);
+                let sent = sending.await;
+                state.active.fetch_sub(1, Ordering::Relaxed);
+                let can_retry = |this: &Self| {
+                    retryable
+                        && attempt < this.spec.retry.attempts
+                        && tried_len < this.servers.len()
+                        && this.budget.try_retry(now_s, &this.spec.retry)
+                };
+                match sent {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        if self.spec.retry.on_status.contains(&status) && can_retry(self) {
+                            self.record(i, false);
+                            continue;
+                        }
+                        self.record(i, !matches!(status, 502..=504));
+                        return Ok(Answer { response });
+                    }
+                    Err(pool::SendError::Connect(kind)) => {
                         self.record(i, false);
-                        continue;
+                        if self.spec.retry.on_connect_failure && can_retry(self) {
+                            continue;
+                        }
+                        return Err(UpstreamError::Connect { kind, server: server.authority.to_string() });
                     }
-                    self.record(i, !matches!(status, 502..=504));
-                    return Ok(Answer { response });
-                }
-                Ok(Err(pool::SendError::Connect(kind))) => {
-                    self.record(i, false);
-                    if self.spec.retry.on_connect_failure && can_retry(self) {
-                        continue;
+                    Err(pool::SendError::Failed(e)) => {
+                        if let Some(body_err) = find_body_error(&e) {
+                            return Err(UpstreamError::ClientBody(body_err));
+                        }
+                        self.record(i, false);
+                        return Err(UpstreamError::Broken { server: server.authority.to_string() });
                     }
-                    return Err(UpstreamError::Connect { kind, server: server.authority.to_string() });
-                }
-                Ok(Err(pool::SendError::Failed(e))) => {
-                    if let Some(body_err) = find_body_error(&e) {
-                        return Err(UpstreamError::ClientBody(body_err));
+                    Err(pool::SendError::Http1(h1::Error::ClientBody(e))) => {
+                        return Err(UpstreamError::ClientBody(client_body_failure(&e)));
                     }
-                    self.record(i, false);
-                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
-                }
-                Ok(Err(pool::SendError::Http1(h1::Error::ClientBody(e)))) => {
-                    return Err(UpstreamError::ClientBody(client_body_failure(&e)));
-                }
-                // The gateway's own fault: not held against the server.
-                Ok(Err(pool::SendError::Http1(h1::Error::BodyLength))) => {
-                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
-                }
-                Ok(Err(pool::SendError::Http1(e))) => {
-                    tracing::debug!(backend = %self.spec.name, server = %server.url, error = %e, "Backend exchange failed.");
-                    self.record(i, false);
-                    return Err(UpstreamError::Broken { server: server.authority.to_string() });
-                }
-                Err(_elapsed) => {
-                    self.record(i, false);
-                    return Err(UpstreamError::Timeout { server: server.authority.to_string() });
+                    // The gateway's own fault: not held against the server.
+                    Err(pool::SendError::Http1(h1::Error::BodyLength)) => {
+                        return Err(UpstreamError::Broken { server: server.authority.to_string() });
+                    }
+                    Err(pool::SendError::Http1(e)) => {
+                        tracing::debug!(backend = %self.spec.name, server = %server.url, error = %e, "Backend exchange failed.");
+                        self.record(i, false);
+                        return Err(UpstreamError::Broken { server: server.authority.to_string() });
+                    }
+                    Err(pool::SendError::Timeout) => {
+                        self.record(i, false);
+                        return Err(UpstreamError::Timeout { server: server.authority.to_string() });
+                    }
                 }
             }
         }
@@ -591,8 +602,9 @@ impl Backend {
         if let Ok(v) = http::HeaderValue::from_str(server.authority.as_str()) {
             h.insert(http::header::HOST, v);
         }
-        match tokio::time::timeout(timeout, self.pool.send(i, server, req, &[], Instant::now())).await {
-            Ok(Ok(resp)) => {
+        let now = Instant::now();
+        match self.pool.send(i, server, req, &[], now, deadline(now, timeout)).await {
+            Ok(resp) => {
                 let ok = resp.status().is_success() || resp.status().is_redirection();
                 // Read the body to its end so the connection goes back to the pool.
                 let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;

@@ -36,6 +36,8 @@ pub enum SendError {
     Failed(hyper::Error),
     /// The same, on an HTTP/1.1 connection; or the client's body failed while it was sent.
     Http1(h1::Error),
+    /// No response head before the deadline.
+    Timeout,
 }
 
 /// Settings shared by every server of the backend.
@@ -94,16 +96,23 @@ impl Pool {
         Pool { config, slots }
     }
 
-    /// Sends `req` to server `i`. A reused HTTP/1.1 connection that turns out to be closed
-    /// before the server can have acted on the request is replaced transparently.
-    pub async fn send(
-        &self,
+    /// Sends `req` to server `i`; its response head must come before `deadline`. A reused
+    /// HTTP/1.1 connection that turns out to be closed before the server can have acted on the
+    /// request is replaced transparently.
+    ///
+    /// A plain function around `async` blocks, so the future holds the request once (an `async
+    /// fn` keeps a `mut` argument twice, and every move of the future copies both).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send<'a>(
+        &'a self,
         i: usize,
-        server: &ServerSpec,
+        server: &'a ServerSpec,
         mut req: Request<UpstreamBody>,
-        added: &[(HeaderName, HeaderValue)],
+        added: &'a [(HeaderName, HeaderValue)],
         now: Instant,
-    ) -> Result<Response<BackendBody>, SendError> {
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Result<Response<BackendBody>, SendError>> + Send + 'a {
+        use futures_util::future::Either;
         let slot = &self.slots[i];
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
         if self.config.protocol == Protocol::Http2 || upgrade {
@@ -111,9 +120,51 @@ impl Pool {
             for (name, value) in added {
                 req.headers_mut().append(name.clone(), value.clone());
             }
+            // Boxed: rare next to HTTP/1.1 here, and large.
+            let hyper_send = Box::pin(self.send_with_hyper(slot, server, req, upgrade));
+            return Either::Left(async move {
+                tokio::time::timeout_at(deadline, hyper_send).await.unwrap_or(Err(SendError::Timeout))
+            });
         }
+        Either::Right(async move {
+            // A reused connection the server closed under the request is replaced once, by a new
+            // connection (which is never stale): the request is sent again at most once.
+            let mut replaced = false;
+            loop {
+                let pooled = if replaced { None } else { Self::checkout(slot, now) };
+                let (conn, reused) = match pooled {
+                    Some(c) => (c, true),
+                    // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out
+                    // of line keeps the per-request future small and cheap to move.
+                    None => {
+                        let connect = Box::pin(tokio::time::timeout_at(deadline, self.connect_io(server)));
+                        (h1::Conn::new(connect.await.unwrap_or(Err(SendError::Timeout))?), false)
+                    }
+                };
+                match conn.send(req, added, reused, slot.clone(), deadline).await {
+                    Ok(resp) => return Ok(resp.map(BackendBody::Http1)),
+                    Err(h1::Failure::Stale(back)) => {
+                        req = *back;
+                        replaced = true;
+                    }
+                    Err(h1::Failure::Failed(h1::Error::Timeout)) => return Err(SendError::Timeout),
+                    Err(h1::Failure::Failed(e)) => return Err(SendError::Http1(e)),
+                }
+            }
+        })
+    }
+
+    /// HTTP/2 (the server's shared connection), or an upgrade (a connection of its own: on
+    /// `101` hyper hands it over to the tunnel).
+    async fn send_with_hyper(
+        &self,
+        slot: &ServerSlot,
+        server: &ServerSpec,
+        req: Request<UpstreamBody>,
+        upgrade: bool,
+    ) -> Result<Response<BackendBody>, SendError> {
         if self.config.protocol == Protocol::Http2 {
-            let mut sender = Box::pin(self.h2_sender(slot, server)).await?;
+            let mut sender = self.h2_sender(slot, server).await?;
             return match sender.send_request(req).await {
                 Ok(resp) => Ok(resp.map(BackendBody::Hyper)),
                 Err(e) => {
@@ -122,31 +173,9 @@ impl Pool {
                 }
             };
         }
-        if upgrade {
-            // A connection of its own: on `101` hyper hands it over to the tunnel.
-            let mut sender = Box::pin(self.connect_upgradable(server)).await?;
-            return sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed);
-        }
-        // A reused connection the server closed under the request is replaced once, by a new
-        // connection (which is never stale): the request is sent again at most once.
-        let mut replaced = false;
-        loop {
-            let pooled = if replaced { None } else { Self::checkout(slot, now) };
-            let (conn, reused) = match pooled {
-                Some(c) => (c, true),
-                // Boxed: connecting (TCP, TLS) is rare and its future is large; keeping it out of
-                // line keeps the per-request future small and cheap to move.
-                None => (h1::Conn::new(Box::pin(self.connect_io(server)).await?), false),
-            };
-            match conn.send(req, added, reused, slot.clone()).await {
-                Ok(resp) => return Ok(resp.map(BackendBody::Http1)),
-                Err(h1::Failure::Stale(back)) => {
-                    req = *back;
-                    replaced = true;
-                }
-                Err(h1::Failure::Failed(e)) => return Err(SendError::Http1(e)),
-            }
-        }
+        debug_assert!(upgrade);
+        let mut sender = self.connect_upgradable(server).await?;
+        sender.send_request(req).await.map(|r| r.map(BackendBody::Hyper)).map_err(SendError::Failed)
     }
 
     /// Closes idle connections that have been idle too long or that their server has closed

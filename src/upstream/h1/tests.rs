@@ -29,6 +29,8 @@ enum Reply {
     /// Answer with a chunked head at once, then read the whole body (by its length) and send
     /// its size as the only chunk: a server that answers while it reads.
     Echo,
+    /// Read the request, say nothing for three seconds, close.
+    Silent,
 }
 
 struct Origin {
@@ -144,6 +146,10 @@ async fn serve(mut sock: TcpStream, replies: Arc<Vec<Reply>>, next: Arc<AtomicUs
                 let _ = sock.write_all(bytes).await;
                 return;
             }
+            Some(Reply::Silent) => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                return;
+            }
             _ => return,
         }
     }
@@ -181,13 +187,15 @@ async fn exchange(
     o: &Origin,
     req: Request<UpstreamBody>,
 ) -> Result<(StatusCode, http::HeaderMap, Bytes, Option<http::HeaderMap>), String> {
-    let resp = tokio::time::timeout(Duration::from_secs(5), pool.send(0, &o.spec, req, &[], std::time::Instant::now()))
+    let now = std::time::Instant::now();
+    let resp = pool
+        .send(0, &o.spec, req, &[], now, super::super::deadline(now, Duration::from_secs(5)))
         .await
-        .map_err(|_| "timed out".to_owned())?
         .map_err(|e| match e {
             SendError::Http1(e) => format!("http1: {e}"),
             SendError::Connect(k) => format!("connect: {k:?}"),
             SendError::Failed(e) => format!("hyper: {e}"),
+            SendError::Timeout => "timed out".to_owned(),
         })?;
     let (parts, body): (_, BackendBody) = resp.into_parts();
     let collected = tokio::time::timeout(Duration::from_secs(5), body.collect())
@@ -215,6 +223,57 @@ async fn a_length_delimited_response_is_read_and_the_connection_reused() {
     let first = String::from_utf8(o.requests.lock()[0].clone()).expect("text");
     assert!(first.starts_with("GET /a?b=c HTTP/1.1\r\nhost: origin.test\r\n"), "{first}");
     assert!(!first.contains("content-length") && !first.contains("transfer-encoding"), "{first}");
+}
+
+/// One connection, responses whose fields change from one to the next at the same positions
+/// (the client remembers names by position): each response keeps its own names, spelled in any
+/// case, and its own hop-by-hop fields are the ones left out. The response's map is the
+/// request's, emptied: none of the request's fields (its credentials) shows in the response.
+#[tokio::test]
+async fn field_names_are_read_afresh_when_a_response_changes_them() {
+    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-One: 1\r\nKeep-Alive: timeout=5\r\n\r\na";
+    let second = b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 1\r\nKeep-Alive: timeout=5\r\nX-Two: 2\r\nX-Three: 3\r\n\r\nb";
+    let third = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nX-One: 1\r\nX-Four: 4\r\n\r\nc";
+    let o = origin(vec![Reply::Send(first), Reply::Send(second), Reply::Send(third)]).await;
+    let p = pool();
+    let names = |h: &http::HeaderMap| h.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+    let mut with_credentials = get("/");
+    with_credentials.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer t"));
+    let (_, headers, body, _) = exchange(&p, &o, with_credentials).await.expect("first");
+    assert_eq!((names(&headers), &body[..]), (vec!["content-length".to_owned(), "x-one".to_owned()], &b"a"[..]));
+    let (_, headers, body, _) = exchange(&p, &o, get("/")).await.expect("second");
+    assert_eq!(names(&headers), ["content-length", "x-two", "x-three"]);
+    assert_eq!(
+        (
+            headers["x-two"].to_str().ok().unwrap_or_default(),
+            headers["x-three"].to_str().ok().unwrap_or_default(),
+            &body[..]
+        ),
+        ("2", "3", &b"b"[..])
+    );
+    let (_, headers, body, _) = exchange(&p, &o, get("/")).await.expect("third");
+    assert_eq!(names(&headers), ["content-length", "x-one", "x-four"]);
+    assert_eq!((headers["x-four"].to_str().ok().unwrap_or_default(), &body[..]), ("4", &b"c"[..]));
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 1, "one connection for the three");
+}
+
+/// The response deadline on a connection whose timer an earlier request armed for later: a
+/// silent server is given up on at the new, earlier deadline, and that connection is not used
+/// again (the next request opens another).
+#[tokio::test]
+async fn a_response_deadline_holds_on_a_reused_connection() {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let o = origin(vec![Reply::Send(ok), Reply::Silent, Reply::Send(ok)]).await;
+    let p = pool();
+    exchange(&p, &o, get("/")).await.expect("first, with a five-second deadline");
+    let now = std::time::Instant::now();
+    let sent = p.send(0, &o.spec, get("/"), &[], now, super::super::deadline(now, Duration::from_millis(200))).await;
+    let waited = now.elapsed();
+    assert!(matches!(sent, Err(SendError::Timeout)), "the silent server was not given up on");
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "gave up after {waited:?}");
+    let (status, _, body, _) = exchange(&p, &o, get("/")).await.expect("third");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(o.accepts.load(Ordering::SeqCst), 2, "the timed-out connection was used again");
 }
 
 #[tokio::test]
@@ -428,8 +487,12 @@ async fn added_fields_follow_the_requests_own() {
         (http::HeaderName::from_static("x-forwarded-for"), http::HeaderValue::from_static("192.0.2.1")),
         (http::HeaderName::from_static("x-request-id"), http::HeaderValue::from_static("rid")),
     ];
-    let resp =
-        pool().send(0, &o.spec, get("/"), &added, std::time::Instant::now()).await.map_err(|_| "send").expect("send");
+    let now = std::time::Instant::now();
+    let resp = pool()
+        .send(0, &o.spec, get("/"), &added, now, super::super::deadline(now, Duration::from_secs(5)))
+        .await
+        .map_err(|_| "send")
+        .expect("send");
     drop(resp);
     let seen = String::from_utf8(o.requests.lock()[0].clone()).expect("text");
     assert!(seen.ends_with("host: origin.test\r\nx-forwarded-for: 192.0.2.1\r\nx-request-id: rid\r\n\r\n"), "{seen}");
