@@ -11,7 +11,7 @@ REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 cd "$REPO_DIR"
 
 # --- settings (env) ----------------------------------------------------------
-SCENARIOS=${SCENARIOS:-h1-100b,h1-16k,tls-100b}
+SCENARIOS=${SCENARIOS:-h1-100b,h1-100b-fwd,h1-16k,tls-100b}
 PROXIES=${PROXIES:-direct,nginx,haproxy,gatehouse}
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-8}         # measured seconds per run
@@ -47,6 +47,10 @@ scenario_def() {
   case $1 in
     h1-100b) SC_MODE=plain SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     h1-16k) SC_MODE=plain SC_PATH=/16k SC_BYTES=16384 SC_TOOL=wrk ;;
+    # As h1-100b, with nginx configured to put on the wire what Gatehouse does by default: the
+    # client's Host, X-Forwarded-For/Proto/Host, Forwarded and a generated X-Request-Id to the
+    # backend, the X-Request-Id back to the client (Gatehouse runs the h1-100b config).
+    h1-100b-fwd) SC_MODE=fwd SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     tls-100b) SC_MODE=tls SC_PATH=/100b SC_BYTES=100 SC_TOOL=wrk ;;
     h2c-100b) SC_MODE=h2c SC_PATH=/100b SC_BYTES=100 SC_TOOL=h2load ;;
     h2-tls-100b) SC_MODE=h2tls SC_PATH=/100b SC_BYTES=100 SC_TOOL=h2load ;;

@@ -75,6 +75,19 @@ proxy_available_nginx() { [[ -x $NGINX_BIN ]] || { echo "nginx not found" >&2; r
 proxy_start_nginx() {
   local mode=$1 port=$2 dir listen conns=4096 locations keepalive=64
   if [[ $mode == policy || $mode == auth || $mode == hdr ]]; then mode=plain; fi # the baseline: plain proxying
+  # h1-100b-fwd: the fields Gatehouse sets on every request, set by nginx too.
+  local fields='proxy_set_header Connection "";'
+  if [[ $mode == fwd ]]; then
+    mode=plain
+    fields='proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Forwarded-Host $host;
+    proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$host";
+    proxy_set_header X-Request-Id $request_id;
+    add_header X-Request-Id $request_id always;'
+  fi
   dir=$WORK/nginx-$mode-$port
   mkdir -p "$dir"
   PROXY_DIR=$dir
@@ -125,7 +138,7 @@ http {
     keepalive_timeout 120s;
     keepalive_requests 10000000;
     proxy_http_version 1.1;
-    proxy_set_header Connection "";
+    $fields
     upstream origin {
         server 127.0.0.1:$UPSTREAM_PORT;
         keepalive $keepalive;
@@ -193,7 +206,7 @@ proxy_available_gatehouse() {
 proxy_start_gatehouse() {
   local mode=$1 port=$2 dir tmpl
   case $mode in
-    plain | hdr) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
+    plain | hdr | fwd) tmpl=$BENCH_DIR/gatehouse-h1.yaml ;;
     h2c) tmpl=$BENCH_DIR/gatehouse-h2c.yaml ;; # a plain listener, which speaks h2c too
     routes10k) tmpl=$BENCH_DIR/gatehouse-routes10k.yaml ;;
     tls | h2tls) tmpl=$BENCH_DIR/gatehouse-tls.yaml ;; # ALPN offers h2 and http/1.1
