@@ -74,7 +74,8 @@ struct Trace {
 ///
 /// A plain function around an `async` block: what is read of the request before it is routed
 /// is read before the future exists, which then holds the request once (an `async fn` keeps a
-/// `mut` argument twice, and every move of the future copies both).
+/// `mut` argument twice, and every move of the future copies both). For HTTP/2 that prelude
+/// runs in the connection's task as hyper takes the stream, the rest in the stream's task.
 pub fn handle(
     active: Arc<Active>,
     conn: Arc<ConnInfo>,

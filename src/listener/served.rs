@@ -56,6 +56,8 @@ pub(super) fn served(gw: Arc<Gateway>, info: Arc<ConnInfo>) -> Served<impl Futur
 impl<L> Served<L> {
     /// The next request to answer (the previous one has been answered).
     pub(super) fn hand_over(&mut self, req: Request<ClientBody>) {
+        // A cancelled loop answers nothing; the listener drops it and closes the connection.
+        debug_assert!(self.work.is_some(), "a request handed to a cancelled handler loop");
         self.mail.lock().request = Some(req);
     }
 }

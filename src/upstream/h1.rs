@@ -184,7 +184,15 @@ impl Conn {
             })
             .await;
             let head = match head {
-                Ok(h) => h,
+                Ok(h) => {
+                    // The timer stays armed while the connection waits in the pool: it keeps a
+                    // no-op waker instead of this request's task (which it would keep allocated,
+                    // and wake for nothing should it fire).
+                    if let Some(timer) = self.deadline.as_mut() {
+                        let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                    }
+                    h
+                }
                 // The connection is in the middle of an exchange: it goes with the error.
                 Err(Error::Timeout) => return Err(Failure::Failed(Error::Timeout)),
                 Err(e) => {
@@ -504,6 +512,8 @@ impl Conn {
                 self.fields.push((name, start, start + h.value.len()));
             }
             let head = self.read.split_to(len).freeze();
+            // Should the head still turn out invalid below, the request has lost its fields;
+            // it is never sent again then (a response came: `Upload::got_any`).
             let mut headers = std::mem::take(&mut parts.headers);
             headers.clear();
             headers.reserve(self.fields.len());

@@ -266,11 +266,13 @@ async fn a_response_deadline_holds_on_a_reused_connection() {
     let o = origin(vec![Reply::Send(ok), Reply::Silent, Reply::Send(ok)]).await;
     let p = pool();
     exchange(&p, &o, get("/")).await.expect("first, with a five-second deadline");
+    assert_eq!(p.idle_count(), 1, "the first connection is pooled");
     let now = std::time::Instant::now();
     let sent = p.send(0, &o.spec, get("/"), &[], now, super::super::deadline(now, Duration::from_millis(200))).await;
     let waited = now.elapsed();
     assert!(matches!(sent, Err(SendError::Timeout)), "the silent server was not given up on");
     assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "gave up after {waited:?}");
+    assert_eq!(p.idle_count(), 0, "the timed-out connection went back to the pool");
     let (status, _, body, _) = exchange(&p, &o, get("/")).await.expect("third");
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
     assert_eq!(o.accepts.load(Ordering::SeqCst), 2, "the timed-out connection was used again");
