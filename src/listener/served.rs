@@ -80,3 +80,97 @@ impl<L: Future<Output = ()>> super::h1::Respond for Served<L> {
         self.get_mut().work = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::edge::guard::ConnShared;
+    use crate::listener::h1::Respond;
+
+    fn get(path: &str) -> Request<ClientBody> {
+        let mut req = Request::new(ClientBody::Empty);
+        *req.uri_mut() = path.parse().expect("path");
+        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("a.test"));
+        req
+    }
+
+    async fn answer<L: Future<Output = ()>>(s: &mut Served<L>) -> (u16, bytes::Bytes) {
+        let r = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| Pin::new(&mut *s).poll_response(cx)))
+            .await
+            .expect("an answer");
+        let status = r.status().as_u16();
+        (status, r.into_body().collect().await.expect("body").to_bytes())
+    }
+
+    /// One loop answers a connection's requests in turn, each with its own response; with no
+    /// request handed over it answers nothing; cancelled, it drops the request in progress and
+    /// with it the backend call (the backend sees its connection close).
+    #[tokio::test]
+    async fn one_loop_answers_in_turn_and_cancelling_drops_the_backend_call() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let yaml = format!(
+            r#"
+listeners:
+  - {{ name: t, bind: "127.0.0.1:0" }}
+edge:
+  access_log: {{ format: off }}
+backends:
+  silent:
+    servers: [ {{ url: "http://{addr}" }} ]
+apis:
+  hello:
+    path: /hello
+    operations:
+      - id: hi
+        method: GET
+        template: /
+        policies:
+          inbound:
+            - return-response: {{ status: 200, body: "hi" }}
+  slow:
+    path: /slow
+    backend: silent
+"#
+        );
+        let snapshot = crate::snapshot::compile_str("served.yaml", &yaml, Path::new(".")).expect("config");
+        let gw = Gateway::start(snapshot, None).await.expect("start");
+        let peer = "127.0.0.1:4000".parse().expect("peer");
+        let info = Arc::new(ConnInfo::new(peer, 8080, false, Arc::new(ConnShared::default())));
+        let mut s = served(gw.clone(), info);
+
+        let nothing = poll_fn(|cx| Poll::Ready(Pin::new(&mut s).poll_response(cx).is_pending())).await;
+        assert!(nothing, "an answer with no request");
+        s.hand_over(get("/hello"));
+        assert_eq!(answer(&mut s).await, (200, bytes::Bytes::from_static(b"hi")));
+        s.hand_over(get("/nowhere"));
+        let (status, body) = answer(&mut s).await;
+        assert_eq!(status, 404);
+        assert!(body.starts_with(b"{") && body.windows(6).any(|w| w == b"\"edge\""), "{body:?}");
+
+        s.hand_over(get("/slow/x"));
+        let pending = poll_fn(|cx| Poll::Ready(Pin::new(&mut s).poll_response(cx).is_pending())).await;
+        assert!(pending, "the silent backend answered");
+        let (mut backend, _) =
+            tokio::time::timeout(Duration::from_secs(5), silent.accept()).await.expect("the call").expect("accept");
+        Pin::new(&mut s).cancel();
+        let mut buf = vec![0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match backend.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // the request itself
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the backend call outlived the cancelled loop");
+    }
+}
