@@ -16,8 +16,7 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -69,34 +68,14 @@ pub fn request(head: &Bytes, f: &HeadFields, spare: Option<HeaderMap>) -> Result
     Ok(req)
 }
 
-/// What produces the response to the request being answered: a handler future per request
-/// (`Option<F>`, set to `None` once it has answered), or the listener's handler loop, which
-/// answers request after request in one reused allocation.
+/// What produces the response to the request being answered: the listener's handler loop
+/// (`listener::served`), which answers request after request in one reused allocation; in the
+/// tests, a handler future per request (`Option<F>`, set to `None` once it has answered).
 pub trait Respond {
     /// Polls for the response to the request handed over last.
     fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>>;
     /// Drops the work in progress: the client has gone, and with it the reason to finish.
     fn cancel(self: Pin<&mut Self>);
-}
-
-impl<F> Respond for Option<F>
-where
-    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
-{
-    fn poll_response(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
-        let Some(handler) = self.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        let Poll::Ready(Ok(response)) = handler.poll(cx) else {
-            return Poll::Pending;
-        };
-        self.set(None);
-        Poll::Ready(response)
-    }
-
-    fn cancel(mut self: Pin<&mut Self>) {
-        self.set(None);
-    }
 }
 
 /// Answers one request whose response comes from `respond`: waits for it (the client hanging

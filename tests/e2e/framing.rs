@@ -311,14 +311,7 @@ async fn cl_te_is_rejected_and_the_connection_closed() {
     assert_eq!(b.count(), 0, "{:?}", b.requests());
     assert_backend_never_saw_smuggled(&b);
     // Each refusal is in the access log, as an edge-layer 400.
-    let refusals = g
-        .log_lines()
-        .await
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["status"] == 400 && v["layer"] == "edge")
-        .count();
-    assert_eq!(refusals, cases.len(), "{:?}", g.log_lines().await);
+    assert_eq!(g.logged(400, "edge").await, cases.len(), "{:?}", g.log_lines().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,12 +129,5 @@ async fn a_target_no_uri_can_hold_is_an_edge_400_naming_it() {
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("request target")), "{problem}");
     crate::framing::settle().await;
     assert_eq!(b.count(), 0);
-    let logged = gw
-        .log_lines()
-        .await
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["status"] == 400 && v["layer"] == "edge")
-        .count();
-    assert_eq!(logged, 1, "{:?}", gw.log_lines().await);
+    assert_eq!(gw.logged(400, "edge").await, 1, "{:?}", gw.log_lines().await);
 }

@@ -155,6 +155,16 @@ impl TestGateway {
         std::fs::read_to_string(self.log_path()).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
+    /// How many JSON access log lines so far have this status and layer.
+    pub async fn logged(&self, status: u16, layer: &str) -> usize {
+        self.log_lines()
+            .await
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["status"] == status && v["layer"] == layer)
+            .count()
+    }
+
     /// Rewrites the config file and reloads it.
     pub async fn reload_with(&self, yaml: &str) -> Result<u64, gatehouse::server::ReloadError> {
         std::fs::write(self.config_path(), yaml).expect("write config");

@@ -2,6 +2,8 @@
 //! built from the guard's positions, answers written whole and in order, a client's hang-up
 //! cancelling its handler.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,5 +293,26 @@ async fn answers_match_hypers_on_the_wire() {
             "for {:?}:\nours:   {ours:?}\nhyper's: {theirs:?}",
             String::from_utf8_lossy(request)
         );
+    }
+}
+
+/// A handler future per request answers through the same trait as the listener's loop.
+impl<F> super::Respond for Option<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    fn poll_response(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
+        let Some(handler) = self.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let Poll::Ready(Ok(response)) = handler.poll(cx) else {
+            return Poll::Pending;
+        };
+        self.set(None);
+        Poll::Ready(response)
+    }
+
+    fn cancel(mut self: Pin<&mut Self>) {
+        self.set(None);
     }
 }
