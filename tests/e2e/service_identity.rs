@@ -7,9 +7,8 @@
 //! The provider here is this file's own configuration of `oidc-provider` (three clients, one per
 //! client authentication method), run with `node` from tests/oidc so it uses that install.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
+use crate::oidc_support::start_node;
 use crate::support::*;
 
 const PROVIDER: &str = r#"
@@ -97,6 +97,7 @@ const POST_SECRET: &str = "post-secret-d4a8e61c30";
 /// A running provider, killed by PID when dropped.
 struct Idp {
     child: Child,
+    _stdin: ChildStdin,
     issuer: String,
     /// The svc-jwt client's private key (PKCS#8 PEM).
     client_key: String,
@@ -118,69 +119,16 @@ impl Idp {
             dir.display()
         );
         let key = rcgen::KeyPair::generate().expect("client key"); // ECDSA P-256
-                                                                   // Node starting the provider takes a second or two, and much longer on a loaded 2-core
-                                                                   // machine; once in a few hundred starts it printed nothing for 90 s (as the shared
-                                                                   // provider in tests/oidc_support did). Such a start is killed (by PID) and made again,
-                                                                   // with what node wrote to stderr reported.
-        let mut failures = Vec::new();
-        for _ in 0..2 {
-            match Self::try_start(&dir, ttl_secs, &key) {
-                Ok((child, issuer)) => return Idp { child, issuer, client_key: key.serialize_pem() },
-                Err(e) => {
-                    eprintln!("the service-identity provider did not start: {e}");
-                    failures.push(e);
-                }
-            }
-        }
-        panic!("the service-identity provider did not start: {}", failures.join("; "));
-    }
-
-    fn try_start(dir: &Path, ttl_secs: u64, key: &rcgen::KeyPair) -> Result<(Child, String), String> {
-        let stderr_path = std::env::temp_dir().join(format!(
-            "gatehouse-svcid-{}-{}.stderr",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        ));
-        let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
-        let mut child = Command::new("node")
-            .args(["--input-type=module", "-e", PROVIDER])
-            .current_dir(dir)
-            .env("SVCID_TTL", ttl_secs.to_string())
-            .env("SVCID_CLIENT_PUBLIC_KEY", key.public_key_pem())
-            .env("SVCID_BASIC_SECRET", BASIC_SECRET)
-            .env("SVCID_POST_SECRET", POST_SECRET)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start node (is Node.js installed? .ci/setup-oidc.sh)");
-        let stdout = child.stdout.take().expect("stdout");
-        // The first line announces the issuer; bounded by the reader thread and a deadline.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+        let (child, stdin, said) = start_node("the service-identity provider", |c| {
+            c.args(["--input-type=module", "-e", PROVIDER])
+                .current_dir(&dir)
+                .env("SVCID_TTL", ttl_secs.to_string())
+                .env("SVCID_CLIENT_PUBLIC_KEY", key.public_key_pem())
+                .env("SVCID_BASIC_SECRET", BASIC_SECRET)
+                .env("SVCID_POST_SECRET", POST_SECRET);
         });
-        let said = rx.recv_timeout(Duration::from_secs(90));
-        let issuer = said
-            .as_ref()
-            .ok()
-            .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .and_then(|v| v["issuer"].as_str().map(str::to_owned));
-        let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&stderr_path);
-        match issuer {
-            Some(issuer) => Ok((child, issuer)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(match said {
-                    Ok(line) => format!("it said {line:?}; stderr: {err:?}"),
-                    Err(_) => format!("nothing within 90 s; stderr: {err:?}"),
-                })
-            }
-        }
+        let issuer = said["issuer"].as_str().expect("issuer").to_owned();
+        Idp { child, _stdin: stdin, issuer, client_key: key.serialize_pem() }
     }
 
     fn token_endpoint(&self) -> String {

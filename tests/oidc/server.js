@@ -17,6 +17,11 @@ import http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
+// Start-up steps go to stderr with the time since the process started: the harness shows them
+// only when a start fails, to say where it stopped.
+const step = (what) => process.stderr.write(`[${Math.round(performance.now())} ms] ${what}\n`);
+step('modules loaded');
+
 export const CLIENT_ID = 'gatehouse-test';
 export const CLIENT_SECRET = 'gatehouse-test-secret-0123456789';
 
@@ -37,6 +42,7 @@ let keys = [
   privateJwk('rsa', { modulusLength: 2048 }, 'rsa-1', 'RS256'),
   privateJwk('ec', { namedCurve: 'P-256' }, 'ec-1', 'ES256'),
 ];
+step('keys generated');
 let jwksHits = 0;
 
 function makeProvider(issuer) {
@@ -100,6 +106,7 @@ function rebuild() {
   current.other = makeProvider(otherIssuer);
 }
 rebuild();
+step('providers listening');
 
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json' });
