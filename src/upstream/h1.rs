@@ -129,6 +129,7 @@ impl Conn {
     /// A plain function around an `async` block: the head is encoded before the future exists,
     /// which then holds the request's parts once (an `async fn` keeps its arguments besides
     /// what is made of them, and every move of the future copies both).
+    #[inline(always)]
     pub fn send(
         mut self: Box<Self>,
         req: Request<UpstreamBody>,

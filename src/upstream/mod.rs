@@ -448,6 +448,7 @@ impl Backend {
     /// A plain function around an `async` block: the call is taken apart before the future
     /// exists, so the future holds each part once (an `async fn` keeps its argument besides
     /// the parts, and every move of the future copies both).
+    #[inline(always)]
     pub fn forward(
         &self,
         out: Outbound,
@@ -483,13 +484,16 @@ impl Backend {
                 let server = &self.spec.servers[i];
                 // The first attempt uses the request's clock read; a retry reads the clock again.
                 let now = if attempt == 1 { started } else { Instant::now() };
+                let uri = self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
+                let state = &self.servers[i];
+                state.active.fetch_add(1, Ordering::Relaxed);
                 // The request is made in this block, so it is not part of the future's state while
-                // the send is awaited (the send holds it).
-                let sending = {
+                // the send is awaited (the send holds it); and the send's future is made where it
+                // is awaited, so it is built in place rather than copied there.
+                let sent = {
                     let mut req = Request::new(body.take().unwrap_or_else(UpstreamBody::empty));
                     *req.method_mut() = parts_method.clone();
-                    *req.uri_mut() =
-                        self.uri(server, &rest).map_err(|_| UpstreamError::Broken { server: server.url.clone() })?;
+                    *req.uri_mut() = uri;
                     *req.headers_mut() = match (&headers, may_retry) {
                         (Some(h), true) => h.clone(),
                         _ => headers.take().unwrap_or_default(),
@@ -504,10 +508,8 @@ impl Backend {
                         }
                     }
                     self.pool.send(i, server, req, &added, now, deadline(now, self.spec.response_timeout))
-                };
-                let state = &self.servers[i];
-                state.active.fetch_add(1, Ordering::Relaxed);
-                let sent = sending.await;
+                }
+                .await;
                 state.active.fetch_sub(1, Ordering::Relaxed);
                 let can_retry = |this: &Self| {
                     retryable

@@ -103,6 +103,7 @@ impl Pool {
     /// A plain function around `async` blocks, so the future holds the request once (an `async
     /// fn` keeps a `mut` argument twice, and every move of the future copies both).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn send<'a>(
         &'a self,
         i: usize,
