@@ -218,9 +218,12 @@ where
             goaway.store(true, Ordering::Relaxed);
         }
     };
+    // Boxed for hyper: the handler's future is large (about 3 KiB) and hyper keeps it inline in
+    // its connection state and in each HTTP/2 stream's task, moving it as it goes; a box keeps
+    // those small. The own HTTP/1 server builds it in place instead (`served`).
     let svc = service_fn(|req: Request<Incoming>| {
         count();
-        proxy::handle(gw.active(), info.clone(), req.map(ClientBody::Hyper))
+        Box::pin(proxy::handle(gw.active(), info.clone(), req.map(ClientBody::Hyper)))
     });
     // The own HTTP/1 server's handler loop and its response head: allocated when the
     // connection wakes, freed when it parks.
