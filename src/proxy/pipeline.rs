@@ -359,13 +359,14 @@ mod tests {
 
     /// The pipeline's state is boxed once per request. Up to 1032 bytes, glibc's malloc serves
     /// the box from its per-thread cache; above, each request pays a search of its bins and a
-    /// larger free (callgrind: some 400 instructions). The exchange has a box of its own and
-    /// the backend call's result is not kept across on-error or outbound (`after_backend`), so
-    /// the state is about the backend call's future plus a little. (Measured in the test
-    /// profile; the release layout is close.)
+    /// larger free (callgrind: some 400 instructions). The exchange and the backend call's
+    /// future (`to_backend`) have boxes of their own and the call's result is not kept across
+    /// on-error or outbound (`after_backend`), so the state is about the policy sections'
+    /// futures plus a little: 688 bytes when measured. (Measured in the test profile; the
+    /// release layout is close.)
     #[test]
     fn the_pipeline_state_stays_small_enough_for_mallocs_thread_cache() {
         let size = state_size(pipeline);
-        assert!(size <= 960, "the pipeline's boxed state grew to {size} bytes");
+        assert!(size <= 768, "the pipeline's boxed state grew to {size} bytes");
     }
 }
